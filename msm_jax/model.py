@@ -62,7 +62,7 @@ class RMSNorm(nnx.Module):
   def __call__(self, x_BxTxD):
     x = x_BxTxD.astype(jnp.float32)
     x = x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + self.eps)
-    return (x * self.scale.value.astype(jnp.float32)).astype(x_BxTxD.dtype)
+    return (x * self.scale[...].astype(jnp.float32)).astype(x_BxTxD.dtype)
 
 
 def rotary(x_BxTxNxH, positions_BxT, theta):
@@ -97,9 +97,9 @@ class Attention(nnx.Module):
 
   def __call__(self, x_BxTxD, positions_BxT, mask_Bx1xTxS, cache=None, cache_index=None):
     cdt = DTYPES[self.cfg.compute_dtype]
-    q_BxTxNxH = jnp.einsum("btd,dnh->btnh", x_BxTxD, self.wq.value.astype(cdt))
-    k_BxTxKxH = jnp.einsum("btd,dkh->btkh", x_BxTxD, self.wk.value.astype(cdt))
-    v_BxTxKxH = jnp.einsum("btd,dkh->btkh", x_BxTxD, self.wv.value.astype(cdt))
+    q_BxTxNxH = jnp.einsum("btd,dnh->btnh", x_BxTxD, self.wq[...].astype(cdt))
+    k_BxTxKxH = jnp.einsum("btd,dkh->btkh", x_BxTxD, self.wk[...].astype(cdt))
+    v_BxTxKxH = jnp.einsum("btd,dkh->btkh", x_BxTxD, self.wv[...].astype(cdt))
     q_BxTxNxH = rotary(q_BxTxNxH, positions_BxT, self.cfg.rope_theta)
     k_BxTxKxH = rotary(k_BxTxKxH, positions_BxT, self.cfg.rope_theta)
     if cache is not None:  # decode: write the new keys/values at cache_index, attend to all
@@ -112,7 +112,7 @@ class Attention(nnx.Module):
         q_BxTxNxH, k_BxSxKxH.astype(cdt), v_BxSxKxH.astype(cdt), mask=mask_Bx1xTxS,
         implementation=None if self.cfg.attention_impl == "xla" else self.cfg.attention_impl)
     out_BxTxNxH = constrain(out_BxTxNxH, ("batch", "length", "act_heads", None))
-    out_BxTxD = jnp.einsum("btnh,nhd->btd", out_BxTxNxH, self.wo.value.astype(cdt))
+    out_BxTxD = jnp.einsum("btnh,nhd->btd", out_BxTxNxH, self.wo[...].astype(cdt))
     return out_BxTxD, cache
 
 
@@ -127,12 +127,12 @@ class MLP(nnx.Module):
 
   def __call__(self, x_BxTxD):
     cdt = DTYPES[self.cfg.compute_dtype]
-    gate_BxTxF = x_BxTxD @ self.w_gate.value.astype(cdt)
-    up_BxTxF = x_BxTxD @ self.w_up.value.astype(cdt)
+    gate_BxTxF = x_BxTxD @ self.w_gate[...].astype(cdt)
+    up_BxTxF = x_BxTxD @ self.w_up[...].astype(cdt)
     if self.cfg.materialize_grads:
       gate_BxTxF, up_BxTxF = materialize_grad(gate_BxTxF), materialize_grad(up_BxTxF)
     h_BxTxF = constrain(jax.nn.silu(gate_BxTxF) * up_BxTxF, ("batch", "length", "act_mlp"))
-    return h_BxTxF @ self.w_down.value.astype(cdt)
+    return h_BxTxF @ self.w_down[...].astype(cdt)
 
 
 class Block(nnx.Module):
@@ -185,7 +185,7 @@ class Decoder(nnx.Module):
     cfg, cdt = self.cfg, DTYPES[self.cfg.compute_dtype]
     # Gather from a replicated table (FSDP all-gathers every weight for use anyway): SPMD has no
     # efficient gather from a sharded table into a batch-sharded result.
-    table_VxD = constrain(self.embed.value, (None, None))
+    table_VxD = constrain(self.embed[...], (None, None))
     x_BxTxD = jnp.take(table_VxD, tokens_BxT, axis=0).astype(cdt)
     x_BxTxD = constrain(x_BxTxD, ("batch", "length", "act_embed"))
     t = tokens_BxT.shape[1]
@@ -217,7 +217,7 @@ class Decoder(nnx.Module):
       new_kv = None if layer_cache is None else jax.tree.map(lambda *a: jnp.stack(a), *outs)
 
     x_BxTxD = self.final_norm(x_BxTxD)
-    head_DxV = self.embed.value.T if cfg.tie_embeddings else self.lm_head.value
+    head_DxV = self.embed[...].T if cfg.tie_embeddings else self.lm_head[...]
     logits_BxTxV = jnp.einsum("btd,dv->btv", x_BxTxD, head_DxV.astype(cdt),
                               preferred_element_type=jnp.float32)
     logits_BxTxV = constrain(logits_BxTxV, ("batch", "length", "act_vocab"))
@@ -238,11 +238,11 @@ def param_axes(abstract_state) -> dict:
   """Logical axes of every parameter (pure dict), with `layers` prepended for stacked ones."""
   def axes(path, var):
     names = tuple(var.get_metadata()["axes"])
-    if len(names) < var.value.ndim:
+    if len(names) < var.get_value().ndim:
       names = ("layers",) + names
     return names
   tree = jax.tree.map_with_path(axes, abstract_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
-  return nnx.State(tree).to_pure_dict() if not isinstance(tree, nnx.State) else tree.to_pure_dict()
+  return nnx.to_pure_dict(tree)
 
 
 class ModelDef:
@@ -255,15 +255,19 @@ class ModelDef:
     self.axes = param_axes(self.abstract_state)
 
   def init(self, key) -> dict:
-    return nnx.state(Decoder(self.cfg, nnx.Rngs(params=key))).to_pure_dict()
+    return nnx.to_pure_dict(nnx.state(Decoder(self.cfg, nnx.Rngs(params=key))))
 
   def bind(self, params: dict) -> Decoder:
     state = jax.tree.map(lambda x: x, self.abstract_state)
-    state.replace_by_pure_dict(params)
+    nnx.replace_by_pure_dict(state, params)
     return nnx.merge(self.graphdef, state)
 
   def apply(self, params, tokens_BxT, positions_BxT, segment_ids_BxT, cache=None, cache_index=None):
     return self.bind(params)(tokens_BxT, positions_BxT, segment_ids_BxT, cache, cache_index)
 
+  def pure_abstract(self) -> dict:
+    """Parameter shapes and dtypes as a pure dict (ShapeDtypeStructs)."""
+    return nnx.to_pure_dict(self.abstract_state)
+
   def param_count(self) -> int:
-    return sum(x.size for x in jax.tree.leaves(self.abstract_state.to_pure_dict()))
+    return sum(x.size for x in jax.tree.leaves(self.pure_abstract()))

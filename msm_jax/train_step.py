@@ -33,7 +33,7 @@ def state_shardings(model_def: ModelDef, tx, mesh) -> TrainState:
   """NamedShardings for every leaf of the state: parameters and their optimizer moments follow
   the logical-axis rules, scalars are replicated."""
   param_sh = shd.named_shardings(mesh, model_def.axes)
-  abstract_params = model_def.abstract_state.to_pure_dict()
+  abstract_params = model_def.pure_abstract()
   abstract_opt = jax.eval_shape(tx.init, abstract_params)
   repl = shd.replicated(mesh)
   opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, param_sh,

@@ -37,15 +37,21 @@ class ChatFormatError(ValueError):
   """A message list or a tokenizer that a template cannot render."""
 
 
-def _special(tokenizer, template: str, piece: str) -> int:
-  try:
-    return int(tokenizer.token_id(piece))
-  except KeyError as e:
+def _special_ids(tokenizer, template: str) -> dict[str, int]:
+  """The template's special-token ids; one error listing every piece the tokenizer lacks."""
+  ids, missing = {}, []
+  for piece in TEMPLATE_TOKENS[template]:
+    try:
+      ids[piece] = int(tokenizer.token_id(piece))
+    except KeyError:
+      missing.append(piece)
+  if missing:
     where = getattr(tokenizer, "path", "") or type(tokenizer).__name__
     raise ChatFormatError(
-        f"chat template {template!r} needs the special token {piece!r}, which the tokenizer "
-        f"({where}) does not have. Train a tokenizer that includes it (`msm tokenizer train` "
-        f"reserves every template's tokens) or set config.data.chat_template='msm'.") from e
+        f"chat template {template!r} needs the special tokens {missing}, which the tokenizer "
+        f"({where}) does not have. Train a tokenizer that includes them (`msm tokenizer train` "
+        f"reserves every template's tokens) or set config.data.chat_template='msm'.")
+  return ids
 
 
 def _check_template(template: str) -> None:
@@ -69,7 +75,8 @@ def _check_messages(messages: Sequence[Any], template: str) -> None:
 
 def _segments(messages, tokenizer, template: str, add_generation_prompt: bool):
   """Yields (ids, is_assistant_target) segments in order."""
-  tok = lambda piece: [_special(tokenizer, template, piece)]
+  special = _special_ids(tokenizer, template)
+  tok = lambda piece: [special[piece]]
   eot = tok(END_OF_TURN[template])
   if template == "llama3":
     yield tok("<|begin_of_text|>"), False
@@ -133,7 +140,7 @@ def render_prompt(messages: Sequence[dict], tokenizer, template: str = "msm") ->
 def end_of_turn_id(tokenizer, template: str = "msm") -> int:
   """The token that closes an assistant turn (the stop token for sampling)."""
   _check_template(template)
-  return _special(tokenizer, template, END_OF_TURN[template])
+  return _special_ids(tokenizer, template)[END_OF_TURN[template]]
 
 
 def chat_text(messages: Sequence[dict]) -> str:
