@@ -144,6 +144,9 @@ class TfdsSource(Sequence):
   def __getitem__(self, index):
     if isinstance(index, slice):
       return [self[i] for i in range(*index.indices(len(self)))]
+    if not -len(self) <= index < len(self):
+      raise IndexError(f"{self.spec}: index {index} out of range")
+    index %= len(self)
     record = self._source[index]
     where = f"{self.spec}[{index}]"
     if self.kind == DOCUMENTS:
