@@ -100,7 +100,7 @@ def train_step(state: TrainState, batch, *, model_def, tx, schedule, weights_fn,
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {"loss": sums["loss_sum"] / denom, "accuracy": sums["correct_sum"] / denom,
-             "grad_norm": optax.global_norm(grads), "learning_rate": schedule(state.step),
+             "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step),
              "loss_tokens": sums["weight_sum"], "tokens": sums["tokens"]}
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
