@@ -21,6 +21,7 @@ positions, loss_mask (see `msm_jax.data.packing` for the row semantics).
 from __future__ import annotations
 
 import itertools
+import sys
 from pathlib import Path
 
 import grain
@@ -108,6 +109,12 @@ def _local_batch(cfg, process_count: int) -> int:
   return cfg.batch_size // process_count
 
 
+def _packing_bins(rows_per_batch: int) -> int:
+  """Open bins for first-fit: more bins pack denser (on the fixtures 4x a batch gains 3-5 points
+  of fill over 1x) at the cost of a little re-packing after a restore."""
+  return max(4 * rows_per_batch, 32)
+
+
 def make_train_dataset(cfg, tokenizer, *, process_index=None,
                        process_count=None) -> grain.IterDataset:
   """The training pipeline as a grain IterDataset (see the module docstring)."""
@@ -137,15 +144,24 @@ def make_train_dataset(cfg, tokenizer, *, process_index=None,
     ds = streams[0][0]
   else:
     ds = grain.IterDataset.mix([s for s, _ in streams], [w for _, w in streams])
-  ds = packing.pack(ds, cfg.seq_len, num_bins=local)
+  ds = packing.pack(ds, cfg.seq_len, num_bins=_packing_bins(local))
   ds = packing.batch_rows(ds, local)
   if cfg.data.worker_count > 0:
+    _parse_absl_flags()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=int(cfg.data.worker_count),
         per_worker_buffer_size=max(1, int(cfg.data.prefetch))))
   elif cfg.data.prefetch > 0:
     ds = gx.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=int(cfg.data.prefetch))
   return ds
+
+
+def _parse_absl_flags() -> None:
+  """grain's worker processes read absl flags, which are unparsed unless the program used absl.app:
+  parse none (defaults) so they can be read."""
+  from absl import flags
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS(sys.argv[:1], known_only=True)
 
 
 def make_train_iterator(cfg, tokenizer, *, process_index=None, process_count=None):
@@ -177,7 +193,7 @@ def make_eval_batches(cfg, tokenizer, num_batches=None, *, process_index=None,
   ds = grain.MapDataset.concatenate(parts).map(to_example)
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=_READ_THREADS, prefetch_buffer_size=16))
   rows = packing.pack(gx.FlatMapIterDataset(it, packing.ChunkExample(cfg.seq_len)),
-                      cfg.seq_len, num_bins=cfg.batch_size)
+                      cfg.seq_len, num_bins=_packing_bins(cfg.batch_size))
   batches = []
   for batch in packing.batch_rows(rows, cfg.batch_size):
     if num_batches is not None and len(batches) >= num_batches:
