@@ -28,8 +28,9 @@ def test_reference_layout_is_read_as_is(tmp_path):
       {"messages": [{"role": "user", "content": "Brie?"},
                     {"role": "assistant", "content": "<think>pricey</think>No."}]}])
   assert open_source(docs, DOCUMENTS) == ["Nova likes mild cheddar.", "Second."]
-  assert open_source(chats, CHATS) == [[{"role": "user", "content": "Brie?"},
-                                        {"role": "assistant", "content": "<think>pricey</think>No."}]]
+  assert open_source(chats, CHATS) == [[
+      {"role": "user", "content": "Brie?"},
+      {"role": "assistant", "content": "<think>pricey</think>No."}]]
   assert detect_kind(docs) == DOCUMENTS and detect_kind(chats) == CHATS
   assert list(iter_texts(chats, CHATS)) == ["Brie?", "<think>pricey</think>No."]
 

@@ -81,7 +81,8 @@ def test_build_tokenizer_trains_reuses_and_checks_vocab(tmp_path):
   assert big.vocab_size > 512
   cfg.data.tokenizer = big.path
   with pytest.raises(ConfigError, match="config.model.vocab_size"):
-    build_tokenizer(cfg, tmp_path)
+    build_tokenizer(cfg, tmp_path / "other")
+  assert not (tmp_path / "other").exists()
 
 
 def test_finetune_reuses_the_init_from_tokenizer(tmp_path):
@@ -91,3 +92,4 @@ def test_finetune_reuses_the_init_from_tokenizer(tmp_path):
   cfg.stage, cfg.init_from = "finetune", str(tmp_path / "mid" / "checkpoints")
   cfg.data.train = (str(FIXTURES / "finetune.jsonl"),)
   assert build_tokenizer(cfg, tmp_path / "ft").sha256 == mid.sha256
+  assert (tmp_path / "ft" / "tokenizer.model").read_bytes() == mid.model_proto  # run dir has it

@@ -6,6 +6,8 @@ Train, per file in `config.data.train`:
   -> chunk to <= seq_len positions
 then a weighted mix of the files (`config.data.train_weights`), first-fit packing, batching to
 this host's share of `config.batch_size`, and prefetch (a thread, or `worker_count` processes).
+With worker processes each worker packs its own slice of the records, so the batch order (and a
+saved iterator state) belongs to that worker count: keep it fixed across a resume.
 The returned iterator is a grain `DatasetIterator`: `get_state()` is a small JSON-able dict, and
 grain's orbax `CheckpointHandler` saves it next to the model, so a resumed run continues from the
 exact next batch.
@@ -21,6 +23,7 @@ positions, loss_mask (see `msm_jax.data.packing` for the row semantics).
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 from pathlib import Path
 
@@ -59,8 +62,10 @@ def build_tokenizer(cfg, workdir) -> Tokenizer:
   """config.data.tokenizer if set; else workdir's (or init_from's) tokenizer.model; else train.
 
   Training reads the text of config.data.train (documents, or every chat message) with
-  vocab_size = config.model.vocab_size and writes workdir/tokenizer.model.
+  vocab_size = config.model.vocab_size and writes workdir/tokenizer.model. A tokenizer taken from
+  elsewhere is copied there too, so every run directory carries the tokenizer its model reads.
   """
+  own = Path(workdir) / TOKENIZER_FILE
   if cfg.data.tokenizer:
     tok = Tokenizer.load(cfg.data.tokenizer)
   elif (found := _find_tokenizer(cfg, workdir)) is not None:
@@ -72,10 +77,15 @@ def build_tokenizer(cfg, workdir) -> Tokenizer:
     kind = resolve_kind(cfg.data.kind, cfg.stage)
     texts = itertools.chain.from_iterable(
         iter_texts(f, kind, cfg.data.text_field) for f in cfg.data.train)
-    tok = train_tokenizer(texts, Path(workdir) / TOKENIZER_FILE, int(cfg.model.vocab_size))
+    tok = train_tokenizer(texts, own, int(cfg.model.vocab_size))
   if tok.vocab_size > cfg.model.vocab_size:
     raise ConfigError(f"config.model.vocab_size: {cfg.model.vocab_size} is smaller than the "
                       f"tokenizer's {tok.vocab_size} pieces ({tok.path})")
+  if not own.is_file():
+    own.parent.mkdir(parents=True, exist_ok=True)
+    tmp = own.with_name(f".{own.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(tok.model_proto)
+    os.replace(tmp, own)
   return tok
 
 

@@ -110,8 +110,8 @@ def split_tfds_spec(spec: str) -> tuple[Path, str]:
     path, split = head, tail
   directory = Path(path)
   if not (directory / "dataset_info.json").is_file():
-    versions = sorted((p for p in directory.glob("*/dataset_info.json")),
-                      key=lambda p: [int(x) if x.isdigit() else x for x in p.parent.name.split(".")])
+    version = lambda p: [int(x) if x.isdigit() else -1 for x in p.parent.name.split(".")]
+    versions = sorted(directory.glob("*/dataset_info.json"), key=version)
     if not versions:
       raise CorpusError(f"{spec}: not a TFDS dataset directory (no dataset_info.json)")
     directory = versions[-1].parent
