@@ -114,13 +114,14 @@ def evaluate(steps: StepFunctions, params, batches, mesh) -> float | None:
   return loss_sum / max(weight_sum, 1.0)
 
 
-def train(cfg, workdir) -> TrainResult:
-  """Run (or resume) one stage in `workdir`."""
-  config_lib.validate(cfg, jax.device_count())
+def train(cfg, workdir, devices=None) -> TrainResult:
+  """Run (or resume) one stage in `workdir` on `devices` (default: all)."""
+  devices = list(jax.devices() if devices is None else devices)
+  config_lib.validate(cfg, len(devices))
   workdir = Path(workdir).absolute()
   workdir.mkdir(parents=True, exist_ok=True)
   primary = jax.process_index() == 0
-  mesh = shd.make_mesh(cfg)
+  mesh = shd.make_mesh(cfg, devices)
   model_def = ModelDef(cfg.model)
   steps = StepFunctions(cfg, model_def, mesh)
   ckpt = Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints,
@@ -166,7 +167,7 @@ def train(cfg, workdir) -> TrainResult:
     record = {"step": step, **metrics, "tokens_seen": tokens_seen, "step_time": dt,
               "tokens_per_sec": metrics["tokens"] / dt,
               "flops_per_token": flops_per_row / cfg.seq_len,
-              "mfu": flops_per_row * cfg.batch_size / dt / (peak * jax.device_count())}
+              "mfu": flops_per_row * cfg.batch_size / dt / (peak * len(devices))}
     last = record
     writer.advance()
     if step % cfg.log_every == 0 or step == cfg.steps:

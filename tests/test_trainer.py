@@ -1,0 +1,163 @@
+"""The training loop end to end: resume after SIGKILL, SIGTERM, midtrain -> finetune handoff,
+checkpoints across meshes, config errors, the CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from msm_jax import config as config_lib
+from msm_jax import sharding as shd
+from msm_jax.checkpoint import Checkpointer, abstract_like
+from msm_jax.model import ModelDef
+from msm_jax.train_step import StepFunctions
+from msm_jax.trainer import _abstract_state, _init_from, train
+from tests.helpers import tiny_cfg
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "data_pipelines" / "fixtures"
+
+
+def run_cfg(stage="pretrain", **overrides):
+  cfg = config_lib.load_config(REPO / "configs" / "tiny.py")
+  cfg.stage = stage
+  cfg.progress_bar = False
+  cfg.peak_flops = 1e11
+  cfg.data.train = (str(FIXTURES / ("finetune.jsonl" if stage == "finetune" else "pretrain.jsonl")),)
+  cfg.data.eval = ()
+  config_lib.apply_overrides(cfg, {k: str(v) for k, v in overrides.items()})
+  return cfg
+
+
+def msm(*args, env=None, **kw):
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1", **(env or {})}
+  return subprocess.Popen([sys.executable, "-m", "msm_jax.cli", *args], cwd=REPO, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def losses(workdir):
+  out = {}
+  for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines():
+    r = json.loads(line)
+    if "loss" in r:
+      out[r["step"]] = r["loss"]
+  return out
+
+
+def final_params(workdir, cfg):
+  ckpt = Checkpointer(Path(workdir) / "checkpoints", read_only=True)
+  mesh = shd.make_mesh(cfg, jax.devices()[:1])
+  sf = StepFunctions(cfg, ModelDef(cfg.model), mesh)
+  state = ckpt.restore_state(ckpt.latest_step(), abstract_like(
+      _abstract_state(sf.model_def, sf.tx), sf.state_shardings))
+  ckpt.close()
+  return jax.device_get(state.params)
+
+
+def train_args(workdir, steps, every):
+  return ("train", "--config", "configs/tiny.py", "--stage", "pretrain", "--workdir", str(workdir),
+          f"--config.steps={steps}", f"--config.checkpoint_every={every}",
+          "--config.mesh.data=1", "--config.peak_flops=1e11", "--config.data.eval=()")
+
+
+def test_resume_after_sigkill_continues_exactly(tmp_path):
+  n = 100
+  straight = msm(*train_args(tmp_path / "straight", 2 * n, n))
+  killed = msm(*train_args(tmp_path / "killed", 2 * n, n))
+  ckpt_n = tmp_path / "killed" / "checkpoints" / str(n)
+  deadline = time.time() + 300
+  while not ckpt_n.exists() and killed.poll() is None and time.time() < deadline:
+    time.sleep(0.01)
+  killed.send_signal(signal.SIGKILL)
+  killed.wait()
+  assert ckpt_n.exists(), killed.stdout.read()
+  assert not (tmp_path / "killed" / "checkpoints" / str(2 * n)).exists(), "killed too late"
+  resumed = msm(*train_args(tmp_path / "killed", 2 * n, n))
+  assert resumed.wait() == 0, resumed.stdout.read()
+  assert straight.wait() == 0, straight.stdout.read()
+  a, b = losses(tmp_path / "straight"), losses(tmp_path / "killed")
+  assert sorted(b) == list(range(1, 2 * n + 1))
+  assert [a[s] for s in range(n + 1, 2 * n + 1)] == [b[s] for s in range(n + 1, 2 * n + 1)]
+  cfg = run_cfg()
+  jax.tree.map(np.testing.assert_array_equal, final_params(tmp_path / "straight", cfg),
+               final_params(tmp_path / "killed", cfg))
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+  proc = msm(*train_args(tmp_path / "run", 100000, 50))
+  first = tmp_path / "run" / "checkpoints" / "50"
+  deadline = time.time() + 300
+  while not first.exists() and time.time() < deadline:
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=120)
+  assert proc.returncode == 0, out
+  assert "preempted" in out
+  steps = sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit())
+  assert steps[-1] > 50 and steps[-1] < 100000
+
+
+def test_midtrain_to_finetune_handoff_starts_from_midtrain_params(tmp_path):
+  mid = run_cfg("midtrain", steps=6, **{"mesh.data": 1})
+  train(mid, tmp_path / "mid", jax.devices()[:1])
+  mid_params = final_params(tmp_path / "mid", mid)
+  ft = run_cfg("finetune", steps=4, init_from=str(tmp_path / "mid"), **{"mesh.data": 1})
+  mesh = shd.make_mesh(ft, jax.devices()[:1])
+  sf = StepFunctions(ft, ModelDef(ft.model), mesh)
+  state = _init_from(ft, sf.model_def, sf, mesh)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params), mid_params)
+  assert int(state.step) == 0
+  adam = state.opt_state[1][0]
+  assert int(adam.count) == 0
+  assert all(float(np.abs(x).max()) == 0 for x in jax.tree.leaves((adam.mu, adam.nu)))
+  # And the finetune run itself trains from there, on assistant tokens, with the same tokenizer.
+  result = train(ft, tmp_path / "ft", jax.devices()[:1])
+  assert int(result.state.step) == 4
+  assert (tmp_path / "ft" / "tokenizer.model").read_bytes() == (tmp_path / "mid" / "tokenizer.model").read_bytes()
+
+
+@pytest.mark.parametrize("target_devices", [1, 4])
+def test_checkpoint_saved_on_eight_devices_restores_on_fewer(tmp_path, target_devices):
+  cfg8 = tiny_cfg(**{"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2})
+  sf8 = StepFunctions(cfg8, ModelDef(cfg8.model), shd.make_mesh(cfg8))
+  state = sf8.init_state(7)
+  ckpt = Checkpointer(tmp_path / "ckpt")
+  ckpt.save(3, state, cfg8, stage="pretrain")
+  ckpt.close()
+  cfg = tiny_cfg(**{"mesh.data": 1, "mesh.fsdp": target_devices})
+  sf = StepFunctions(cfg, ModelDef(cfg.model), shd.make_mesh(cfg, jax.devices()[:target_devices]))
+  restored = Checkpointer(tmp_path / "ckpt", read_only=True).restore_state(
+      3, abstract_like(_abstract_state(sf.model_def, sf.tx), sf.state_shardings))
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), jax.device_get(state))
+  assert restored.params["embed"].sharding.mesh.size == target_devices
+
+
+@pytest.mark.parametrize("overrides, field", [
+    ({"model.nonexistent": "1"}, "config.model.nonexistent"),
+    ({"mesh.data": "3"}, "config.mesh"),
+    ({"model.n_kv_heads": "3"}, "config.model.n_kv_heads"),
+    ({"batch_size": "6"}, "config.batch_size"),
+    ({"steps": "abc"}, "config.steps"),
+])
+def test_bad_config_fails_before_work_naming_the_field(overrides, field):
+  cfg = tiny_cfg(**{"mesh.data": -1})
+  with pytest.raises(config_lib.ConfigError, match=field.replace(".", r"\.")):
+    config_lib.apply_overrides(cfg, overrides)
+    config_lib.validate(cfg, 8)
+
+
+def test_cli_help_lists_subcommands_and_rejects_unknown_field(tmp_path):
+  out = subprocess.run([sys.executable, "-m", "msm_jax.cli", "--help"], cwd=REPO,
+                       capture_output=True, text=True)
+  assert out.returncode == 0 and "train" in out.stdout
+  bad = msm(*train_args(tmp_path / "x", 2, 1), "--config.model.widht=3")
+  text, _ = bad.communicate(timeout=120)
+  assert bad.returncode != 0 and "config.model.widht" in text
+  assert not (tmp_path / "x" / "checkpoints").exists()
