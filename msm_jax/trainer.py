@@ -200,6 +200,8 @@ def train(cfg, workdir, devices=None) -> TrainResult:
 
 
 def run_train_command(args) -> int:
+  if args.distributed:  # multi-host (TPU pod, GPU cluster): one process per host
+    jax.distributed.initialize()
   cfg = config_lib.load_config(args.config)
   cfg.stage = args.stage
   config_lib.apply_overrides(cfg, args.config_overrides)
@@ -219,4 +221,6 @@ def add_train_parser(subparsers) -> None:
   p.add_argument("--config", required=True, help="a config file, e.g. configs/tiny.py")
   p.add_argument("--stage", required=True, choices=config_lib.STAGES)
   p.add_argument("--workdir", required=True, help="run directory (resumed if it has checkpoints)")
+  p.add_argument("--distributed", action="store_true",
+                 help="call jax.distributed.initialize() first (multi-host TPU/GPU)")
   p.set_defaults(func=run_train_command)
