@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 import grain
+from absl import logging as absl_logging
 import jax
 import orbax.checkpoint as ocp
 
@@ -36,11 +37,18 @@ class Checkpointer:
   def __init__(self, directory, *, keep: int = 3, async_save: bool = True, read_only=False):
     self.directory = Path(directory).absolute()
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=not read_only, read_only=read_only,
+        max_to_keep=None if read_only else keep, save_interval_steps=0 if read_only else 1,
+        create=not read_only, read_only=read_only,
         enable_async_checkpointing=async_save, cleanup_tmp_directories=not read_only)
-    self.manager = ocp.CheckpointManager(
-        self.directory, options=options, item_names=("state", "config", "meta", "data"),
-        item_handlers={"data": grain.checkpoint.CheckpointHandler()})
+    quiet = absl_logging.get_verbosity()
+    if read_only:  # orbax warns that a read-only manager is read-only
+      absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+      self.manager = ocp.CheckpointManager(
+          self.directory, options=options, item_names=("state", "config", "meta", "data"),
+          item_handlers={"data": grain.checkpoint.CheckpointHandler()})
+    finally:
+      absl_logging.set_verbosity(quiet)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
