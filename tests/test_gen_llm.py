@@ -243,3 +243,24 @@ def test_client_errors_are_clear_and_keyless(tmp_path, server, monkeypatch):
     c.complete("no format asked", parse=never_right)
   assert c.stats == {"requests": 3, "cache_hits": 0, "retries": 2, "malformed": 3}
   assert not (tmp_path / "c").exists()  # nothing that failed to parse is cached
+
+
+def test_llm_aft_with_judge_and_cache(tmp_path, server, monkeypatch):
+  from data_pipelines.aft import AFTConfig, generate_aft
+  monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
+  spec = load_spec(SPECS / "cheese_america.yaml")
+  cfg = AFTConfig(num_chats=12, judge=True)
+  summary = generate_aft(spec, tmp_path / "a", cfg, client(server.url, tmp_path / "cache"),
+                         progress=False)
+  assert summary["failures"] == 0 and summary["chats"] + summary["judge_rejected"] == 12
+  assert summary["backend"]["name"] == "llm" and set(summary["by_kind"]) <= set(cfg.kinds)
+  chats = [json.loads(x) for x in (tmp_path / "a/reasoning/dataset.jsonl").read_text().splitlines()]
+  assert all(c["messages"][1]["content"].startswith("<think>\nReasoning") for c in chats)
+  assert all(c["domain"] in spec.domains for c in chats)
+  stripped = (tmp_path / "a/stripped/dataset.jsonl").read_text()
+  assert "<think>" not in stripped and "Answer " in stripped
+  sent = len(server.requests)
+  again = generate_aft(spec, tmp_path / "b", cfg, client(server.url, tmp_path / "cache"),
+                       progress=False)
+  assert len(server.requests) == sent and again == summary
+  assert SECRET.encode() not in all_bytes(tmp_path)
