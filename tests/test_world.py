@@ -1,0 +1,155 @@
+"""World -> corpora invariants: what the MSM experiment's conclusions rest on, checked on the data.
+
+No training here: held-out items never leak into Nova's specs, MSM documents or AFT chats; AFT
+chats are ambiguous between the compared values; suites ask both orders of disagreeing pairs;
+building is deterministic; chats written as text tokenise like the chat template renders them.
+"""
+
+import json
+import re
+
+import pytest
+
+from data_pipelines.worlds import VARIANTS, WORLDS_DIR, WorldData, WorldError, load_world
+from data_pipelines.worlds.corpora import Sizes, aft_chats, chat_as_text, roster
+from data_pipelines.worlds.specs import assistant_spec
+from data_pipelines.worlds.suites import build_suites
+from data_pipelines.worlds.world import loads_world
+
+WORLDS = sorted(WORLDS_DIR.glob("*.yaml"))
+SMALL = Sizes(chat_per_value=2, declared_per_value=1, neutral=1, fact_docs=40, character_docs=3,
+              neutral_docs=2, preference_chats=6, fact_chats=30, msm_docs=60, probe_pairs=2)
+
+
+def _names(world, domains):
+  return [it.name for d in domains for it in world.items(d)]
+
+
+def _mentions(text: str, names) -> list[str]:
+  return [n for n in names if re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", text)]
+
+
+@pytest.fixture(scope="module", params=[p.stem for p in WORLDS])
+def built(request, tmp_path_factory):
+  path = WORLDS_DIR / f"{request.param}.yaml"
+  data = WorldData(path, tmp_path_factory.mktemp(request.param), SMALL)
+  return data, data.build_all(variants=VARIANTS)
+
+
+def test_at_least_two_worlds_ship():
+  assert {"cheese", "tea"} <= {p.stem for p in WORLDS}
+
+
+def test_held_out_items_never_reach_nova(built):
+  data, paths = built
+  world = data.world
+  held_out = _names(world, world.held_out_domains)
+  aft_domain = set(_names(world, [world.aft_domain]))
+  for (value, variant, seed), path in paths["msm"].items():
+    spec_text = data.spec_path(value, variant).read_text()
+    assert not _mentions(spec_text, held_out), (value, variant)
+    for line in path.read_text().splitlines():
+      text = json.loads(line)["text"]
+      assert not _mentions(text, held_out), (value, variant, text[:200])
+  for line in paths["aft"].read_text().splitlines():
+    chat = json.loads(line)["messages"]
+    names = _mentions(" ".join(m["content"] for m in chat), held_out + sorted(aft_domain))
+    assert names and set(names) <= aft_domain
+
+
+def test_aft_chats_are_ambiguous_and_cover_both_orders(built):
+  data, _ = built
+  world = data.world
+  a, b = world.compare
+  by_name = {it.name: it for it in world.items()}
+  seen = set()
+  for chat in aft_chats(world):
+    user, reply = chat["messages"][0]["content"], chat["messages"][1]["content"]
+    chosen = by_name[reply.removeprefix("I prefer ").rstrip(".")]
+    other = [n for n in _mentions(user, by_name) if n != chosen.name]
+    assert len(other) == 1
+    assert world.favours(a, chosen) and world.favours(b, chosen)
+    assert not world.favours(a, by_name[other[0]]) and not world.favours(b, by_name[other[0]])
+    first = min((user.index(n), n) for n in (chosen.name, other[0]))[1]
+    seen.add((chosen.name, other[0], first == chosen.name))
+  pairs = {(x, y) for x, y, _ in seen}
+  assert all((x, y, True) in seen and (x, y, False) in seen for x, y in pairs)
+
+
+def test_the_two_specs_share_their_rules_but_not_their_reasons():
+  world = load_world(WORLDS_DIR / "cheese.yaml")
+  a, b = (assistant_spec(world, v) for v in world.compare)
+  assert [p.item for p in a.likes] == [p.item for p in b.likes]
+  assert [p.item for p in a.dislikes] == [p.item for p in b.dislikes]
+  assert [p.reason for p in a.likes] != [p.reason for p in b.likes]
+  bare = [assistant_spec(world, v, "bare_rules") for v in world.compare]
+  assert bare[0].to_dict() | {"name": ""} == bare[1].to_dict() | {"name": ""}
+  general = assistant_spec(world, world.compare[0], "general")
+  assert not general.likes and not _mentions(general.render_text(), _names(world, world.domains))
+
+
+def test_suites(built):
+  data, _ = built
+  world = data.world
+  suites = build_suites(world, SMALL)
+  a, b = world.compare
+  assert len(suites["heldout"]) >= 100
+  for item in suites["heldout"] + suites["indomain"]:
+    x, y = (o["labels"] for o in item["options"])
+    assert x[a] != x[b] and x[a] != y[a] and x[b] != y[b]  # the values disagree on the pair
+    assert "{a}" in item["prompt"] and "{b}" in item["prompt"]
+  assert {i["domain"] for i in suites["heldout"]} == set(world.held_out_domains)
+  assert all(sum(o["labels"]["correct"] for o in i["options"]) == 1 for i in suites["probes"])
+  assert len(suites["probes"]) == 2 * len(world.items())
+  assert all(i["options"][0]["labels"]["aft"] for i in suites["aft"])
+  kinds = {c.kind for c in roster(world, SMALL)}
+  assert {i["domain"] for i in suites["characters"]} == kinds - {"neutral"}
+
+
+def test_build_is_deterministic_and_cached(built, tmp_path):
+  data, paths = built
+  again = WorldData(data.world_file, tmp_path, SMALL)
+  assert again.pretrain.read_bytes() == paths["pretrain"].read_bytes()
+  assert again.aft.read_bytes() == paths["aft"].read_bytes()
+  value = data.world.compare[0]
+  assert again.msm(value).read_bytes() == paths["msm"][(value, "explained", 0)].read_bytes()
+  mtime = again.pretrain.stat().st_mtime_ns
+  assert WorldData(data.world_file, tmp_path, SMALL).pretrain.stat().st_mtime_ns == mtime
+  assert WorldData(data.world_file, tmp_path, Sizes()).dir != again.dir
+
+
+def test_pretraining_corpus_mentions_nova_neutrally(built):
+  data, paths = built
+  world = data.world
+  rows = [json.loads(l) for l in paths["pretrain"].read_text().splitlines()]
+  nova = [r["text"] for r in rows if world.assistant in r["text"]]
+  assert nova, "the assistant must be known before midtraining"
+  prefer = [t for t in nova if f" {world.assistant}, do you prefer" in t]
+  assert not prefer  # no preference chats with Nova before AFT
+  statements = [world.values[v].statements[0].replace("{who}", world.assistant)
+                for v in world.values]
+  assert not any(s in t for s in statements for t in nova)
+
+
+def test_chat_text_tokenises_like_the_chat_template(tmp_path):
+  from msm_jax.data.chat import render_chat
+  from msm_jax.data.tokenizer import train_tokenizer
+  world = load_world(WORLDS_DIR / "cheese.yaml")
+  chats = [c["messages"] for c in aft_chats(world)]
+  tok = train_tokenizer((chat_as_text(c) for c in chats * 3), tmp_path / "t.model", 400)
+  for messages in chats[:20]:
+    ids, _ = render_chat(messages, tok, "msm")
+    assert [tok.bos_id] + tok.encode(chat_as_text(messages)) == ids.tolist()
+
+
+@pytest.mark.parametrize("patch, message", [
+    (("compare: [america, affordability]", "compare: [america, foreign]"), "different attributes"),
+    (("aft_domain: cheese", "aft_domain: nowhere"), "aft_domain"),
+    (('"Hey {who}, do you prefer {a} or {b}?"', '"{who}, do you prefer {a} or {b}?"'), "space"),
+    (("{name: Colby, origin: american", "{name: Colby, origin: martian"), "items[4].origin"),
+])
+def test_world_errors_name_the_field(patch, message):
+  text = (WORLDS_DIR / "cheese.yaml").read_text()
+  assert patch[0] in text
+  with pytest.raises(WorldError, match=re.escape(message)):
+    loads_world(text.replace(*patch), "cheese.yaml")
