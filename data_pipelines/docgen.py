@@ -122,6 +122,8 @@ class DocumentGenerator:
     header = {"format": FORMAT_VERSION, "spec_name": self.spec.name, "spec_hash": self.spec_hash,
               "backend": self.backend.describe(), "seed": self.seed, "plan": asdict(self.plan),
               "documents_wanted": len(slots), "documents": len(records),
+              "stage_counts": {stage: len({p[:k + 1] for p in leaves})
+                               for k, stage in enumerate(STAGES)},
               "failures": len(self.stats.failures)}
     summary = export_documents(self.out, records, self.seed, header)
     return summary, self.stats

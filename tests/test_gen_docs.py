@@ -60,15 +60,16 @@ def test_same_seed_gives_byte_identical_output(tmp_path):
   assert a["dataset.jsonl"] != tree_bytes(tmp_path / "c")["dataset.jsonl"]
 
 
+class Interrupted(BaseException):
+  """Stands for Ctrl-C or a kill arriving mid-run (BaseException, like KeyboardInterrupt)."""
+
+
 def test_interrupted_run_resumes_without_regenerating(tmp_path):
-  seen = []
-
   def stop_after_30(done):
-    seen.append(done)
     if done == 30:
-      raise KeyboardInterrupt
+      raise Interrupted
 
-  with pytest.raises(KeyboardInterrupt):
+  with pytest.raises(Interrupted):
     generate(tmp_path / "run", 100, on_document=stop_after_30)
   docs = list((tmp_path / "run" / "tree").rglob("i*_0.json"))
   assert len(docs) == 30 and not (tmp_path / "run" / "dataset.jsonl").exists()
