@@ -25,6 +25,7 @@ import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -129,7 +130,7 @@ class LLMChats:
     self.spec_text, self.failures = spec.render_text(), []
     self.sections = [c.title for c in select_clauses(spec, cfg.subjects)]
 
-  def _map(self, fn, items, desc):
+  def map(self, fn, items, desc):
     with ThreadPoolExecutor(max(1, self.client.config.concurrency)) as pool, tqdm(
         total=len(items), desc=desc, disable=not self.progress or not items, file=sys.stderr,
         leave=False) as bar:
@@ -169,7 +170,7 @@ class LLMChats:
         return items
       return self._call(f"queries/{kind}/{domain}", prompt, parse) or []
 
-    results = dict(zip(jobs, self._map(ask, jobs, "queries   ")))
+    results = dict(zip(jobs, self.map(ask, jobs, "queries   ")))
     dedupe, out, seen = Deduper(self.cfg.dedupe_threshold), [], 0
     for i in range(m):  # interleave kinds and domains so any prefix is balanced
       for job in jobs:
@@ -215,7 +216,6 @@ class LLMChats:
 
 def generate_aft(spec: Spec, out_dir, cfg: AFTConfig, client: LLMClient | None = None,
                  progress: bool = True) -> dict:
-  from pathlib import Path
   out, backend = Path(out_dir), {"name": "llm", **client.config.identity()} if client else {
       "name": "template"}
   extra, failures = {}, []
@@ -225,9 +225,9 @@ def generate_aft(spec: Spec, out_dir, cfg: AFTConfig, client: LLMClient | None =
     llm = LLMChats(spec, cfg, client, progress)
     queries, removed = llm.queries()
     queries = queries[:cfg.num_chats]
-    rows = [r for r in llm._map(llm.answer, queries, "answers   ") if r]
+    rows = [r for r in llm.map(llm.answer, queries, "answers   ") if r]
     if cfg.judge:
-      verdicts = llm._map(llm.judge, rows, "judge     ")
+      verdicts = llm.map(llm.judge, rows, "judge     ")
       extra["judge_rejected"] = sum(v is False for v in verdicts)
       rows = [r for r, v in zip(rows, verdicts) if v]
     failures = llm.failures

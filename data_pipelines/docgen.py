@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import math
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -103,6 +104,7 @@ class DocumentGenerator:
     self.progress, self.on_document = progress, on_document
     self.spec_hash = spec.content_hash()
     self.stats = RunStats()
+    self._lock = threading.Lock()  # stats are updated from worker threads (llm backend)
 
   # --- public ----------------------------------------------------------------------------
   def preview(self) -> dict:
@@ -167,7 +169,8 @@ class DocumentGenerator:
                                "items": []}
     items = meta["items"]
     if len(items) < want:
-      self.stats.expansions += 1
+      with self._lock:
+        self.stats.expansions += 1
       try:
         new = check_items(stage, self.backend.expand(stage, ctx, items, want - len(items)))
       except Exception as e:  # recorded and retried next run, never fatal
@@ -259,10 +262,12 @@ class DocumentGenerator:
 
   def _fail(self, node: str, stage: str, error) -> None:
     msg = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-    self.stats.failures.append({"id": node, "stage": stage, "error": str(msg)[:500]})
+    with self._lock:
+      self.stats.failures.append({"id": node, "stage": stage, "error": str(msg)[:500]})
 
   def _failed(self, node: str, stage: str) -> bool:
-    return any(f["id"] == node and f["stage"] == stage for f in self.stats.failures)
+    with self._lock:
+      return any(f["id"] == node and f["stage"] == stage for f in self.stats.failures)
 
   def _write_failures(self) -> None:
     old = {(f["id"], f["stage"]): f.get("attempts", 1)
