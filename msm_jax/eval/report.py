@@ -117,6 +117,7 @@ def plot(pairs, path: Path, title: str = "Evaluation") -> list[dict]:
                         "value": float(patch.get_height()), "ci_low": float(seg[0][1]),
                         "ci_high": float(seg[1][1])})
     ax.set_xticks(x, metrics, rotation=20, ha="right", fontsize=8)
+    ax.set_xlim(-0.75, len(metrics) - 0.25)
     ax.set_title(f"{suite} ({kind})", fontsize=10)
     ax.axhline(0, color="black", linewidth=0.5)
     ax.legend(fontsize=8)

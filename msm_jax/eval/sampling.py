@@ -175,9 +175,11 @@ class Sampler:
 
   def __call__(self, params, prompts: Sequence[list], max_new: Sequence[int], decode_text,
                *, sp: SamplingParams, stop: Sequence[str] = (), seed: int = 0,
-               batch_size: int = 8, use_cache: bool = True, progress: bool = False
-               ) -> list[Generation]:
-    """`prompts`: token ids; `max_new`: per-prompt token limits; `decode_text`: ids -> str."""
+               batch_size: int = 8, use_cache: bool = True, progress: bool = False,
+               budget: int | None = None) -> list[Generation]:
+    """`prompts`: token ids; `max_new`: per-prompt token limits; `decode_text`: ids -> str.
+    `budget`: the generation slots to compile for (default: the largest limit); a fixed one
+    lets calls with different limits share one program."""
     rows = max(1, -(-batch_size // self.shards)) * self.shards
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     base_key = jax.random.key(seed)
@@ -185,7 +187,7 @@ class Sampler:
     groups = [order[i:i + rows] for i in range(0, len(order), rows)]
     for idx in tqdm(groups, desc="generate", unit="batch", disable=not progress, leave=False):
       p = length_bucket(max(len(prompts[i]) for i in idx))
-      n = length_bucket(max(max(max_new[i] for i in idx), 1))
+      n = length_bucket(max(budget or max(max_new[i] for i in idx), 1))
       c = p + n
       tokens = np.full((rows, c), self.pad_id, np.int32)
       positions = np.zeros((rows, c), np.int32)

@@ -280,7 +280,8 @@ def run_suite(evaluator, suite_path, *, generate: bool = True, max_new_tokens: i
     records = _multiple_choice(evaluator, items, **opts)
   else:
     records = _open(evaluator, items, max_new_tokens=max_new_tokens or 64, grader=grader, **opts)
-  headline = [m for m in sorted({m for r in records for m in r["values"]})
+  headline = [m for m in sorted({m for r in records for m in r["values"]},
+                                key=lambda m: (m.startswith("gap/"), m))
               if not m.endswith(_DIAGNOSTICS)]
   options = {k: v for k, v in opts.items() if k != "progress"}
   options.update(seed=seed, framings=framings or None,
