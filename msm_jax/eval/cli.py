@@ -16,6 +16,8 @@ def _name(path: str, taken: set) -> str:
 
 
 def run_eval_command(args) -> int:
+  import jax
+
   from msm_jax.eval import Evaluator, compare, run_suite, write_report
 
   runs = [args.workdir] + ([args.baseline] if args.baseline else [])
@@ -39,6 +41,8 @@ def run_eval_command(args) -> int:
         except ValueError:
           continue  # no items with a value under both
         comparisons.append({"suite": ra.name, "a_name": a_name, "b_name": b_name, **c})
+  if jax.process_index() != 0:
+    return 0  # every host scored its share; one writes
   paths = write_report(results, args.out, comparisons=comparisons, title=args.title)
   for cond, rs in results.items():
     for r in rs:

@@ -7,16 +7,18 @@ dict mapping metric names to a value (None when it has none for that item) plus 
 - `ReferenceLogprobGrader` (offline, the default): how likely the evaluated model finds the
   item's reference answer, and whether it prefers it over the item's distractors. It grades the
   model's knowledge, not the generated text, so it needs no second model.
-- `LLMGrader(complete)`: a judge model reads the question, rubric, reference and answer and
-  gives a 0-10 score. `complete` is any `str -> str` function: an API client (the data
-  pipeline's LLM backend, once configured), or another `Evaluator`, e.g.
-  `lambda p: judge.generate([[{"role": "user", "content": p}]], 256)[0].text`.
+- `LLMGrader(judge)`: a judge model reads the question, rubric, reference and answer and
+  gives a 0-10 score. `judge` is the data pipeline's API client
+  (`data_pipelines.llm_client.LLMClient(LLMConfig(provider="anthropic"))`: retries, an on-disk
+  cache, bounded concurrency), or any object with `complete(str) -> str`, or such a function,
+  e.g. another model: `lambda p: judge_ev.generate([[{"role": "user", "content": p}]],
+  256)[0].text`.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 JUDGE_TEMPLATE = """You are grading an AI assistant's answer to a question.
 
@@ -64,9 +66,12 @@ class LLMGrader:
   """Scores answers with a judge model: llm_score in [0, 1] (None when the judge's reply has no
   SCORE line) and llm_parse_rate."""
 
-  def __init__(self, complete: Callable[[str], str], *, template: str = JUDGE_TEMPLATE,
-               max_score: float = 10.0, name: str = "llm"):
-    self.complete, self.template, self.max_score, self.name = complete, template, max_score, name
+  def __init__(self, judge, *, template: str = JUDGE_TEMPLATE, max_score: float = 10.0,
+               name: str = "llm", concurrency: int | None = None):
+    self.complete = judge.complete if hasattr(judge, "complete") else judge
+    self.template, self.max_score, self.name = template, max_score, name
+    config = getattr(judge, "config", None)  # an LLMClient bounds its own requests in flight
+    self.concurrency = concurrency or getattr(config, "concurrency", 1)
 
   def judge_prompt(self, item: dict, answer: str) -> str:
     return self.template.format(question=item["prompt"], rubric=item.get("rubric", "(none)"),
@@ -79,13 +84,16 @@ class LLMGrader:
     return min(max(float(found[-1]) / self.max_score, 0.0), 1.0)
 
   def grade(self, evaluator, items, prompts, answers) -> list[dict]:
+    todo = [(i, self.judge_prompt(it, a)) for i, (it, a) in enumerate(zip(items, answers))
+            if a is not None]
+    with ThreadPoolExecutor(max(1, self.concurrency)) as pool:
+      replies = dict(zip([i for i, _ in todo], pool.map(self.complete, [p for _, p in todo])))
     out = []
-    for it, answer in zip(items, answers):
-      if answer is None:
+    for i in range(len(items)):
+      if i not in replies:
         out.append({"llm_score": None, "llm_parse_rate": None})
         continue
-      reply = self.complete(self.judge_prompt(it, answer))
-      score = self.parse(reply)
+      score = self.parse(replies[i])
       out.append({"llm_score": score, "llm_parse_rate": float(score is not None),
-                  "detail": reply})
+                  "detail": replies[i]})
     return out

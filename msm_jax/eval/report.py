@@ -120,7 +120,7 @@ def plot(pairs, path: Path, title: str = "Evaluation") -> list[dict]:
     ax.set_xlim(-0.75, len(metrics) - 0.25)
     ax.set_title(f"{suite} ({kind})", fontsize=10)
     ax.axhline(0, color="black", linewidth=0.5)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
   fig.suptitle(f"{title} (bars: mean over items, whiskers: 95% bootstrap CI)", fontsize=10)
   fig.savefig(path, dpi=110, metadata={PNG_KEY: json.dumps(drawn)})
   return drawn

@@ -157,6 +157,12 @@ class Sampler:
     self.batch_sharding = shd.batch_sharding(mesh)
     self._prefill = {}
     self._decode = {}
+    # Host reads go through a replicated copy: on several hosts a batch-sharded array is not
+    # fully addressable by any one of them.
+    self._replicate = jax.jit(lambda x: x, out_shardings=shd.replicated(mesh))
+
+  def _fetch(self, x) -> np.ndarray:
+    return np.array(jax.device_get(self._replicate(x)))
 
   def _fns(self, prompt_len: int, use_cache: bool, sp: SamplingParams):
     key = (prompt_len, use_cache)
@@ -214,23 +220,23 @@ class Sampler:
         state = prefill_fn(params, *placed)
         cut = {}  # row -> generated-token count at which a stop string ended it
         while True:
-          step = int(loop["step"])
+          step = int(self._fetch(loop["step"]))
           limit = min(n, step + STOP_CHUNK) if stop else n
           state, loop = decode_fn(params, state, loop, jnp.asarray(limit, jnp.int32))
-          done = np.array(loop["done"])
+          done = self._fetch(loop["done"])
           if stop:
-            gen = np.asarray(state["tokens"][:, p:])
-            count = np.asarray(loop["count"])
+            gen = self._fetch(state["tokens"])[:, p:]
+            count = self._fetch(loop["count"])
             for r in range(len(idx)):
               if r not in cut and any(s in decode_text(gen[r, :count[r]]) for s in stop):
                 cut[r] = count[r]
             if cut:
               done[list(cut)] = True
               loop = dict(loop, done=jax.device_put(jnp.asarray(done), shd.replicated(self.mesh)))
-          if done.all() or int(loop["step"]) >= n:
+          if done.all() or int(self._fetch(loop["step"])) >= n:
             break
-      gen = np.asarray(state["tokens"][:, p:])
-      count, stopped = np.asarray(loop["count"]), np.asarray(loop["stopped"])
+      gen = self._fetch(state["tokens"])[:, p:]
+      count, stopped = self._fetch(loop["count"]), self._fetch(loop["stopped"])
       for r, i in enumerate(idx):
         ids = gen[r, :count[r]]
         if stopped[r] and r not in cut:
