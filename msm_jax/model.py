@@ -40,10 +40,17 @@ def _materialize_fwd(x):
 
 
 def _materialize_bwd(_, g):
-  # reduce_precision to the type's own precision is numerically the identity, but XLA's fusion
-  # pass does not duplicate it into consumers, so the gradient is computed once here.
-  finfo = jnp.finfo(g.dtype)
-  return (jax.lax.reduce_precision(g, exponent_bits=finfo.nexp, mantissa_bits=finfo.nmant),)
+  # g / 1 elementwise, exactly the identity. XLA's CPU fusion treats a float divide as expensive
+  # and will not duplicate it into several consumers (e.g. the transposed operand of a
+  # weight-gradient matmul and the input-gradient matmul), so the gradient chain ending here is
+  # computed once and stored. The divisor must be a full tensor XLA cannot fold: a divide by a
+  # constant or a broadcast scalar is rewritten to a (cheap, re-fused) multiply, and
+  # reduce_precision / optimization_barrier are either cheap to XLA or removed. (sign bit | 1)
+  # is 1 for every element, read from g's own bits. benchmarks/README.md has the measurements.
+  uint = {2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint64}[jnp.dtype(g.dtype).itemsize]
+  bits = jax.lax.bitcast_convert_type(g, uint)
+  one = ((bits >> (8 * jnp.dtype(g.dtype).itemsize - 1)) | uint(1)).astype(g.dtype)
+  return (g / one,)
 
 
 materialize_grad.defvjp(_materialize_fwd, _materialize_bwd)
