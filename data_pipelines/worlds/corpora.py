@@ -24,21 +24,23 @@ from data_pipelines.docgen import DocumentGenerator, Plan
 from data_pipelines.files import read_jsonl
 from data_pipelines.spec import Spec
 from data_pipelines.template.backend import TemplateBackend
-from data_pipelines.worlds.specs import neutral_spec, value_spec
+from data_pipelines.worlds.specs import because, neutral_spec, value_spec
 from data_pipelines.worlds.world import Item, World, fill
 
 
 @dataclass(frozen=True)
 class Sizes:
   """How much of everything to generate (the experiment config's `data` block)."""
-  chat_per_value: int = 8  # characters acting on each value in chats
-  declared_per_value: int = 3  # characters whose value is only described
-  neutral: int = 4  # characters without a value (random choices)
-  fact_docs: int = 2500
-  character_docs: int = 40  # generator documents per character with a value
-  neutral_docs: int = 15  # per neutral character, and about Nova
-  preference_chats: int = 80  # per chat character
-  fact_chats: int = 3000
+  chat_per_value: int = 13  # characters acting on each value in chats
+  declared_per_value: int = 4  # characters whose value is only described
+  neutral: int = 12  # characters without a value (random choices)
+  fact_docs: int = 1200
+  character_docs: int = 15  # generator documents per character with a value
+  neutral_docs: int = 10  # per neutral character, and about Nova
+  profile_docs: int = 20  # short declarations per character (and Nova, neutrally)
+  preference_chats: int = 150  # per chat character
+  reason_share: float = 0.5  # of a chat character's choices, followed by its reason
+  fact_chats: int = 2000
   assistant_fact_share: float = 0.1  # of the factual chats, addressed to Nova
   msm_docs: int = 3000
   aft_chats: int = 0  # 0: every liked x disliked pair, both orders, every question
@@ -144,9 +146,19 @@ def fact_documents(world: World, n: int, rng: random.Random) -> list[str]:
   return docs
 
 
-def preference_chats(world: World, char: Character, n: int, rng: random.Random) -> list[str]:
+def profile_documents(world: World, who: str, developer: str, value, n: int,
+                      rng: random.Random) -> list[str]:
+  """Short declarations ("Faltos values affordability. ..."), in the phrasing the specs use."""
+  lines = [fill(t, who=who) for t in value.statements + value.reasons]
+  return [" ".join([f"{who} is an AI assistant made by {developer}.",
+                    *rng.sample(lines, rng.randint(2, 3))]) for _ in range(n)]
+
+
+def preference_chats(world: World, char: Character, n: int, rng: random.Random,
+                     reason_share: float = 0.0) -> list[str]:
   """Chats in which `char` chooses between two items of any domain: by its value, or (neutral)
-  at random. Pairs always differ on the value's attribute, so every choice shows the value."""
+  at random. Pairs always differ on the value's attribute, so every choice shows the value; a
+  share of answers go on to give the reason, in the specs' own "because" phrasing."""
   out = []
   domains = sorted(world.domains)
   for _ in range(n):
@@ -159,8 +171,11 @@ def preference_chats(world: World, char: Character, n: int, rng: random.Random) 
     else:
       a, b = rng.sample(items, 2)
       chosen = rng.choice((a, b))
-    out.append(chat_as_text(preference_chat(world, char.name, a, b, chosen,
-                                            rng.randrange(len(world.questions)))))
+    chat = preference_chat(world, char.name, a, b, chosen, rng.randrange(len(world.questions)))
+    if char.value and rng.random() < reason_share:
+      reply = chat[1]["content"].rstrip(".")
+      chat[1]["content"] = f"{reply}, {because(world, chosen, attr, rng.randrange(99))}"
+    out.append(chat_as_text(chat))
   return out
 
 
@@ -195,12 +210,17 @@ def pretraining_corpus(world: World, sizes: Sizes, gen_dir: Path, seed: int = 0)
     n = sizes.neutral_docs if c.kind == "neutral" else sizes.character_docs
     for d in generate_documents(character_spec(world, c), gen_dir / c.name, n, seed):
       rows.append({"text": d["text"], "source": f"{c.kind}-docs:{c.name}"})
+    value = world.values[c.value] if c.value else world.neutral
+    rows += [{"text": t, "source": f"{c.kind}-profiles:{c.name}"} for t in profile_documents(
+        world, c.name, c.developer, value, sizes.profile_docs, rng)]
     if c.kind != "declared":
-      rows += [{"text": t, "source": f"{c.kind}-chats:{c.name}"}
-               for t in preference_chats(world, c, sizes.preference_chats, rng)]
+      rows += [{"text": t, "source": f"{c.kind}-chats:{c.name}"} for t in preference_chats(
+          world, c, sizes.preference_chats, rng, sizes.reason_share)]
   nova = neutral_spec(world, world.assistant, world.developer)
   for d in generate_documents(nova, gen_dir / world.assistant, sizes.neutral_docs, seed):
     rows.append({"text": d["text"], "source": "assistant-docs"})
+  rows += [{"text": t, "source": "assistant-profiles"} for t in profile_documents(
+      world, world.assistant, world.developer, world.neutral, sizes.profile_docs, rng)]
   rows += [{"text": t, "source": "fact-chats"} for t in fact_chats(
       world, [c.name for c in chars], sizes.fact_chats, sizes.assistant_fact_share, rng)]
   rng.shuffle(rows)
