@@ -61,21 +61,6 @@ def parse_args(argv=None):
   return p.parse_args(argv)
 
 
-def retain_malloc():
-  """Make glibc malloc keep and reuse freed memory instead of returning it to the kernel.
-
-  XLA:CPU allocates each step's temporaries (about 1.3 GB at S2) with malloc; by default glibc
-  serves such large blocks with fresh mmaps (or per-thread arenas that it trims), so every step
-  page-faults all of them in again (~340k minor faults and ~0.5 s of kernel time per S2 step).
-  One arena, no mmap and no trimming removes that. Must run before jax allocates anything.
-  """
-  import ctypes
-  libc = ctypes.CDLL("libc.so.6")
-  m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8  # from <malloc.h>
-  return all(libc.mallopt(opt, val) == 1 for opt, val in (
-      (m_arena_max, 1), (m_mmap_max, 0), (m_trim_threshold, 2**31 - 1)))
-
-
 def matmul_peak(sizes, repeats):
   """Best f32 FLOP/s of a jitted n x n jnp.dot, per size: by wall clock (best of `repeats`) and
   by CPU time (median CPU seconds / cores, the contention-robust view)."""
@@ -190,10 +175,11 @@ def main(argv=None):
   args = parse_args(argv)
   if args.xla_flags:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
+  sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+  from msm_jax.cli import retain_malloc  # imports no jax
   malloc = "system"
   if args.malloc == "retain":
-    malloc = "retain" if retain_malloc() else "system (mallopt failed)"
-  sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    malloc = "retain" if retain_malloc(force=True) else "system (mallopt failed)"
   import jax
 
   out = {"benchmark": "train_step", "backend": jax.default_backend(),

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
+import glob
 import importlib
+import os
 import sys
 
 # (module, function): function(subparsers) adds one subcommand whose parser sets `func(args)`.
@@ -54,7 +57,33 @@ def split_config_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
   return rest, overrides
 
 
+def retain_malloc(force: bool = False) -> bool:
+  """On a CPU-only Linux host, make glibc keep freed memory: one arena, no mmap, no trim.
+
+  XLA:CPU mallocs each train step's temporaries afresh; with glibc's defaults every step
+  page-faults them in again (S2: 340k faults, 0.5 s of kernel time a step, 1.12x slower; see
+  benchmarks/README.md). Resident memory then stays at the step's peak. Must run before JAX
+  starts its threads; `MSM_MALLOC=system` opts out. Hosts with accelerators are left alone unless
+  `force`. Returns whether the setting took.
+  """
+  if not force:
+    if os.environ.get("MSM_MALLOC", "retain") != "retain":
+      return False
+    if (os.environ.get("JAX_PLATFORMS", "cpu") != "cpu" or glob.glob("/dev/accel*")
+        or glob.glob("/dev/nvidia*")):
+      return False
+  if not sys.platform.startswith("linux"):
+    return False
+  try:
+    libc = ctypes.CDLL("libc.so.6")
+  except OSError:
+    return False
+  return all(libc.mallopt(option, value) == 1  # M_ARENA_MAX, M_MMAP_MAX, M_TRIM_THRESHOLD
+             for option, value in ((-8, 1), (-4, 0), (-1, 2**31 - 1)))
+
+
 def main(argv: list[str] | None = None) -> int:
+  retain_malloc()
   argv = list(sys.argv[1:] if argv is None else argv)
   argv, overrides = split_config_overrides(argv)
   parser = build_parser()

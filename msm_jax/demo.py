@@ -6,8 +6,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from msm_jax.cli import retain_malloc
 from msm_jax.config import load_config
-from msm_jax.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "data_pipelines" / "fixtures"
@@ -31,6 +31,8 @@ def stage_config(stage: str, init_from: str = ""):
 
 
 def main(root: str = "runs/demo") -> int:
+  retain_malloc()
+  from msm_jax.trainer import train
   root = Path(root)
   previous, rows = "", []
   for stage in ("pretrain", "midtrain", "finetune"):
