@@ -39,6 +39,13 @@ class MetricsWriter:
     if progress and sys.stderr.isatty() and not os.environ.get("CI"):
       self.bar = tqdm.tqdm(total=total_steps, initial=start_step, dynamic_ncols=True)
 
+  def last_record(self) -> dict:
+    """The last training record already logged (what a finished run that is rerun reports)."""
+    if not self.path.exists():
+      return {}
+    rows = [json.loads(l) for l in self.path.read_text().splitlines() if l.strip()]
+    return next((r for r in reversed(rows) if "loss" in r), {})
+
   def write(self, record: dict) -> None:
     if not self.primary:
       return

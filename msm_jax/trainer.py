@@ -153,7 +153,7 @@ def train(cfg, workdir, devices=None) -> TrainResult:
   writer = MetricsWriter(workdir, start_step=start, total_steps=cfg.steps,
                          progress=cfg.progress_bar, is_primary=primary)
   tokens_seen = 0.0
-  last, eval_loss, preempted = {}, None, False
+  last, eval_loss, preempted = writer.last_record(), None, False
   pending = None  # (step, metrics on device) dispatched but not yet fetched
   last_time = time.perf_counter()
 

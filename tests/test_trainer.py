@@ -161,3 +161,12 @@ def test_cli_help_lists_subcommands_and_rejects_unknown_field(tmp_path):
   text, _ = bad.communicate(timeout=120)
   assert bad.returncode != 0 and "config.model.widht" in text
   assert not (tmp_path / "x" / "checkpoints").exists()
+
+
+def test_rerunning_a_finished_run_trains_nothing_and_reports_its_last_step(tmp_path):
+  cfg = run_cfg(steps=3, **{"mesh.data": 1})
+  first = train(cfg, tmp_path / "run", jax.devices()[:1])
+  lines = (tmp_path / "run" / "metrics.jsonl").read_text()
+  again = train(cfg, tmp_path / "run", jax.devices()[:1])
+  assert again.last_metrics == first.last_metrics and again.last_metrics["step"] == 3
+  assert (tmp_path / "run" / "metrics.jsonl").read_text() == lines
