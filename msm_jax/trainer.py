@@ -192,7 +192,8 @@ def train(cfg, workdir, devices=None) -> TrainResult:
       fetch(pending)
   if not preempted and eval_batches:
     eval_loss = evaluate(steps, state.params, eval_batches, mesh)
-    writer.write({"step": int(jax.device_get(state.step)), "eval_loss": eval_loss})
+    if start < cfg.steps:  # a rerun of a finished stage logs nothing new
+      writer.write({"step": int(jax.device_get(state.step)), "eval_loss": eval_loss})
   ckpt.close()
   writer.close()
   return TrainResult(state=state, workdir=workdir, last_metrics=last, eval_loss=eval_loss,
