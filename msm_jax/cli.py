@@ -72,8 +72,8 @@ def retain_malloc(force: bool = False) -> bool:
     if (os.environ.get("JAX_PLATFORMS", "cpu") != "cpu" or glob.glob("/dev/accel*")
         or glob.glob("/dev/nvidia*")):
       return False
-  if not sys.platform.startswith("linux"):
-    return False
+  if not sys.platform.startswith("linux") or "jax" in sys.modules:
+    return False  # too late once JAX is loaded: its threads and buffers already use the heap
   try:
     libc = ctypes.CDLL("libc.so.6")
   except OSError:
@@ -82,8 +82,13 @@ def retain_malloc(force: bool = False) -> bool:
              for option, value in ((-8, 1), (-4, 0), (-1, 2**31 - 1)))
 
 
-def main(argv: list[str] | None = None) -> int:
+def entry() -> int:
+  """The `msm` console script: process-wide settings first, then the command."""
   retain_malloc()
+  return main()
+
+
+def main(argv: list[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   argv, overrides = split_config_overrides(argv)
   parser = build_parser()
@@ -96,4 +101,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(entry())
