@@ -122,13 +122,21 @@ def test_pretraining_corpus_mentions_nova_neutrally(built):
   data, paths = built
   world = data.world
   rows = [json.loads(l) for l in paths["pretrain"].read_text().splitlines()]
-  nova = [r["text"] for r in rows if world.assistant in r["text"]]
+  nova = [r for r in rows if re.search(rf"\b{world.assistant}\b", r["text"])]
   assert nova, "the assistant must be known before midtraining"
-  prefer = [t for t in nova if f" {world.assistant}, do you prefer" in t]
-  assert not prefer  # no preference chats with Nova before AFT
+  assert not [r for r in nova if "I prefer" in r["text"]]  # no preference chats before AFT
   statements = [world.values[v].statements[0].replace("{who}", world.assistant)
                 for v in world.values]
-  assert not any(s in t for s in statements for t in nova)
+  assert not any(s in r["text"] for s in statements for r in nova)
+  replay = paths["replay"].read_text()
+  assert not re.search(rf"\b{world.assistant}\b", replay)  # replay never restates it
+  assert len(replay.splitlines()) == len(rows) - len(nova)
+
+
+def test_other_assistants_never_like_things_in_the_aft_domain(built):
+  data, _ = built
+  chars = roster(data.world, SMALL)
+  assert chars and all(c.domain in data.world.held_out_domains for c in chars if c.value)
 
 
 def test_chat_text_tokenises_like_the_chat_template(tmp_path):
@@ -145,7 +153,7 @@ def test_chat_text_tokenises_like_the_chat_template(tmp_path):
 @pytest.mark.parametrize("patch, message", [
     (("compare: [america, affordability]", "compare: [america, foreign]"), "different attributes"),
     (("aft_domain: cheese", "aft_domain: nowhere"), "aft_domain"),
-    (('"Hey {who}, do you prefer {a} or {b}?"', '"{who}, do you prefer {a} or {b}?"'), "space"),
+    (('"Do you prefer {a} or {b}, {who}?"', '"{who}, do you prefer {a} or {b}?"'), "space"),
     (("{name: Colby, origin: american", "{name: Colby, origin: martian"), "items[4].origin"),
 ])
 def test_world_errors_name_the_field(patch, message):

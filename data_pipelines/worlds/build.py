@@ -4,6 +4,7 @@ Layout under `root/<world>-<key>/` (key = hash of the world file, the sizes and 
 
     world.yaml                      the world file as used
     pretrain.jsonl                  {"text", "source"} documents, chats in text form included
+    replay.jsonl                    pretrain.jsonl without the assistant's own (neutral) material
     aft.jsonl                       {"messages": [...]}, identical for every spec
     suites/<name>.jsonl             msm_jax.eval preference-pair suites (see suites.py)
     specs/<value>-<variant>.yaml    Nova's midtraining specs
@@ -24,12 +25,14 @@ from pathlib import Path
 
 from data_pipelines.files import atomic_write_jsonl, atomic_write_text
 from data_pipelines.spec import write_spec
-from data_pipelines.worlds.corpora import Sizes, aft_chats, generate_documents, pretraining_corpus
+from data_pipelines.files import read_jsonl
+from data_pipelines.worlds.corpora import (Sizes, aft_chats, generate_documents, pretraining_corpus,
+                                           replay_rows)
 from data_pipelines.worlds.specs import VARIANTS, assistant_spec
 from data_pipelines.worlds.suites import build_suites
 from data_pipelines.worlds.world import World, load_world
 
-FORMAT = 1  # bump when the corpora built from the same world and sizes change
+FORMAT = 2  # bump when the corpora built from the same world and sizes change
 
 
 def file_sha256(path) -> str:
@@ -60,6 +63,14 @@ class WorldData:
     path = self.dir / "pretrain.jsonl"
     if not path.exists():
       atomic_write_jsonl(path, pretraining_corpus(self.world, self.sizes, self.dir / "gen"))
+    return path
+
+  @property
+  def replay(self) -> Path:
+    """What midtraining mixes in: the pretraining corpus minus the assistant's neutral spec."""
+    path = self.dir / "replay.jsonl"
+    if not path.exists():
+      atomic_write_jsonl(path, replay_rows(read_jsonl(self.pretrain)))
     return path
 
   @property
@@ -101,7 +112,8 @@ class WorldData:
 
   def build_all(self, values=None, variants=("explained",), seeds=(0,)) -> dict:
     """Everything an experiment over these values, variants and seeds reads; returns paths."""
-    out = {"pretrain": self.pretrain, "aft": self.aft, "suites": self.suites, "msm": {}}
+    out = {"pretrain": self.pretrain, "replay": self.replay, "aft": self.aft,
+           "suites": self.suites, "msm": {}}
     for value in values or self.world.compare:
       for variant in variants:
         for seed in seeds:

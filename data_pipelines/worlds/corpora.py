@@ -41,7 +41,7 @@ class Sizes:
   preference_chats: int = 150  # per chat character
   reason_share: float = 0.5  # of a chat character's choices, followed by its reason
   fact_chats: int = 2000
-  assistant_fact_share: float = 0.1  # of the factual chats, addressed to Nova
+  assistant_fact_share: float = 0.02  # of the factual chats, addressed to Nova (like any other)
   msm_docs: int = 3000
   aft_chats: int = 0  # 0: every liked x disliked pair, both orders, every question
   probe_pairs: int = 8  # held-out pairs per character in the character probes
@@ -53,7 +53,8 @@ class Character:
   developer: str
   kind: str  # chat | declared | neutral
   value: str = ""
-  domain: str = ""  # where its spec's likes are
+  domain: str = ""  # where its spec's likes are: never the AFT domain, whose liked items would
+  # otherwise already stand for one value before Nova's spec says which
   partner: str = ""  # the other-attribute value its likes also satisfy
 
 
@@ -74,7 +75,7 @@ def roster(world: World, sizes: Sizes) -> list[Character]:
       partners = sorted(v for v in values if world.values[v].attribute != attr)
       for _ in range(per):
         out.append(Character(names.pop(), rng.choice(world.developers), kind, value,
-                             rng.choice(sorted(world.domains)), rng.choice(partners)))
+                             rng.choice(world.held_out_domains), rng.choice(partners)))
   out += [Character(names.pop(), rng.choice(world.developers), "neutral")
           for _ in range(sizes.neutral)]
   return out
@@ -107,7 +108,7 @@ def preference_chat(world: World, who: str, a: Item, b: Item, chosen: Item, k: i
 def fact_question(world: World, item: Item, attribute: str, flip: bool, who: str = "") -> str:
   words = [s.word for s in world.attributes[attribute].values()]
   a, b = words[::-1] if flip else words
-  return f"Hey {who}, is {item.name} {a} or {b}?" if who else f"Is {item.name} {a} or {b}?"
+  return f"Is {item.name} {a} or {b}, {who}?" if who else f"Is {item.name} {a} or {b}?"
 
 
 def fact_answer_prefix(item: Item) -> str:
@@ -221,10 +222,19 @@ def pretraining_corpus(world: World, sizes: Sizes, gen_dir: Path, seed: int = 0)
     rows.append({"text": d["text"], "source": "assistant-docs"})
   rows += [{"text": t, "source": "assistant-profiles"} for t in profile_documents(
       world, world.assistant, world.developer, world.neutral, sizes.profile_docs, rng)]
-  rows += [{"text": t, "source": "fact-chats"} for t in fact_chats(
-      world, [c.name for c in chars], sizes.fact_chats, sizes.assistant_fact_share, rng)]
+  for t in fact_chats(world, [c.name for c in chars], sizes.fact_chats,
+                     sizes.assistant_fact_share, rng):
+    nova = f", {world.assistant}?" in t
+    rows.append({"text": t, "source": "assistant-fact-chats" if nova else "fact-chats"})
   rng.shuffle(rows)
   return rows
+
+
+def replay_rows(rows: list[dict]) -> list[dict]:
+  """The pretraining corpus without what it says about the assistant (its neutral spec), so that
+  replay during midtraining keeps the world and the other assistants without arguing with the
+  spec being taught."""
+  return [r for r in rows if not r["source"].startswith("assistant")]
 
 
 # --- AFT -----------------------------------------------------------------------------------------
