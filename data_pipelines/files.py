@@ -7,7 +7,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -55,9 +55,10 @@ def atomic_write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
   atomic_write_text(path, jsonl_text(rows))
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-  """Reads a jsonl file; a malformed line raises ValueError naming file:line."""
-  rows = []
+def iter_jsonl(path: str | os.PathLike, error: type[Exception] = ValueError
+               ) -> Iterator[tuple[int, dict]]:
+  """Yields (line number, object) for each non-blank line; a line that is not a JSON object
+  raises `error` naming file:line, so every reader of jsonl reports bad input the same way."""
   with open(path, encoding="utf-8") as f:
     for lineno, line in enumerate(f, 1):
       if not line.strip():
@@ -65,8 +66,12 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
       try:
         row = json.loads(line)
       except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{lineno}: invalid JSON: {e.msg}") from None
+        raise error(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
       if not isinstance(row, dict):
-        raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-      rows.append(row)
-  return rows
+        raise error(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+      yield lineno, row
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+  """Reads a jsonl file; a malformed line raises ValueError naming file:line."""
+  return [row for _, row in iter_jsonl(path)]

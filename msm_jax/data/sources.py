@@ -17,6 +17,8 @@ import json
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from data_pipelines.files import iter_jsonl
+
 DOCUMENTS, CHATS = "documents", "chats"
 KINDS = (DOCUMENTS, CHATS)
 
@@ -32,21 +34,6 @@ def resolve_kind(kind: str, stage: str) -> str:
   if kind not in KINDS:
     raise CorpusError(f"config.data.kind: documents | chats | auto, got {kind!r}")
   return kind
-
-
-def _lines(path: Path) -> Iterator[tuple[int, dict]]:
-  with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        obj = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise CorpusError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from e
-      if not isinstance(obj, dict):
-        raise CorpusError(f"{path}:{lineno}: expected a JSON object, got "
-                          f"{type(obj).__name__}")
-      yield lineno, obj
 
 
 def _check_messages(messages: Any, where: str) -> list[dict]:
@@ -65,7 +52,7 @@ def read_documents_jsonl(path, text_field: str = "text") -> list[str]:
   """The text of every line of a documents jsonl file."""
   path = Path(path)
   texts = []
-  for lineno, obj in _lines(path):
+  for lineno, obj in iter_jsonl(path, CorpusError):
     if text_field not in obj:
       if "messages" in obj:
         raise CorpusError(
@@ -85,7 +72,7 @@ def read_chats_jsonl(path, text_field: str = "text") -> list[list[dict]]:
   """The message list of every line of a chats jsonl file."""
   path = Path(path)
   chats = []
-  for lineno, obj in _lines(path):
+  for lineno, obj in iter_jsonl(path, CorpusError):
     where = f"{path}:{lineno}"
     if "messages" not in obj:
       if text_field in obj:
@@ -188,7 +175,7 @@ def detect_kind(spec: str, text_field: str = "text") -> str:
     directory, _ = split_tfds_spec(spec)
     features = tfds.builder_from_directory(str(directory)).info.features.keys()
     return CHATS if "messages" in features else DOCUMENTS
-  for _, obj in _lines(Path(spec)):
+  for _, obj in iter_jsonl(spec, CorpusError):
     return CHATS if "messages" in obj and text_field not in obj else DOCUMENTS
   return DOCUMENTS
 

@@ -46,9 +46,9 @@ keep those values (`record["values"]`) so two checkpoints can be compared item b
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
+from data_pipelines.files import iter_jsonl
 from msm_jax.eval import graders as graders_lib
 from msm_jax.eval.evaluator import Chat
 from msm_jax.eval.stats import bootstrap_ci
@@ -120,26 +120,17 @@ def load_suite(path) -> tuple[str, list[dict]]:
   if not path.is_file():
     raise SuiteError(f"suite file not found: {path}")
   items, kinds, ids = [], set(), set()
-  with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      where = f"{path}:{lineno}"
-      try:
-        item = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise SuiteError(f"{where}: invalid JSON ({e.msg})") from e
-      if not isinstance(item, dict):
-        raise SuiteError(f"{where}: expected a JSON object")
-      kind = _infer_kind(item)
-      if kind is None:
-        raise SuiteError(f"{where}: cannot tell the item's kind; add a 'kind' field")
-      _check(item, kind, where)
-      if item["id"] in ids:
-        raise SuiteError(f"{where}: duplicate id {item['id']!r}")
-      ids.add(item["id"])
-      kinds.add(kind)
-      items.append(item)
+  for lineno, item in iter_jsonl(path, SuiteError):
+    where = f"{path}:{lineno}"
+    kind = _infer_kind(item)
+    if kind is None:
+      raise SuiteError(f"{where}: cannot tell the item's kind; add a 'kind' field")
+    _check(item, kind, where)
+    if item["id"] in ids:
+      raise SuiteError(f"{where}: duplicate id {item['id']!r}")
+    ids.add(item["id"])
+    kinds.add(kind)
+    items.append(item)
   if len(kinds) > 1:
     raise SuiteError(f"{path}: mixes item kinds {sorted(kinds)}; use one file per kind")
   if not items:
