@@ -36,6 +36,10 @@ class Checkpointer:
 
   def __init__(self, directory, *, keep: int = 3, async_save: bool = True, read_only=False):
     self.directory = Path(directory).absolute()
+    if not read_only and any(c in str(self.directory) for c in "[]"):
+      # tensorstore reads such paths as patterns: the save succeeds, every restore fails
+      raise ValueError(f"checkpoint directory {self.directory}: '[' or ']' in the path cannot "
+                       "be restored by orbax/tensorstore; choose a workdir without brackets")
     options = ocp.CheckpointManagerOptions(
         max_to_keep=None if read_only else keep, save_interval_steps=0 if read_only else 1,
         create=not read_only, read_only=read_only,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import time
 from pathlib import Path
 
@@ -101,6 +102,12 @@ def stage_key(cfg, parent_key: str = "") -> str:
   return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def run_dirname(label: str) -> str:
+  """A condition label as a directory name: checkpoint paths go through tensorstore, which
+  fails to read back directories with brackets in their names (`MSM-x[bare_rules]`)."""
+  return re.sub(r"[^A-Za-z0-9_.+-]+", "_", label)
+
+
 class Experiment:
   """One experiment directory: its data, its stage runs, their evals, and what this call did."""
 
@@ -129,7 +136,7 @@ class Experiment:
     if parent:
       cfg.init_from = str(parent[1])
     key = stage_key(cfg, parent[0] if parent else "")
-    run = self.root / "runs" / f"{label}-{key}"
+    run = self.root / "runs" / f"{run_dirname(label)}-{key}"
     done = run / "done.json"
     if done.exists():
       self._time("train", label, time.perf_counter(), cached=True)

@@ -63,6 +63,17 @@ def test_rerun_is_cached_and_deleting_a_condition_reruns_only_it(first_run):
   assert third["markdown"] == summary["markdown"]
 
 
+def test_spec_variants_and_aft_sweep_reuse_the_shared_stages(first_run):
+  workdir, _ = first_run
+  c = micro_config()
+  c.variants, c.sweep.aft_steps = ("explained", "bare_rules"), (1,)
+  summary = run_experiment(c, workdir)  # trains only what the first run did not
+  assert trained(summary) == ["MSM-america[bare_rules]-s0", "MSM-america[bare_rules]+AFT-s0",
+                              "AFT@1-s0", "MSM-america+AFT@1-s0"]
+  assert list((workdir / "runs").glob("MSM-america_bare_rules_-s0-*"))  # no brackets on disk
+  assert "| bare_rules |" in summary["markdown"] and "| 1 |" in summary["markdown"]
+
+
 def test_stage_keys_follow_content(tmp_path):
   from msm_jax.experiment import stage_key
   data = tmp_path / "a.jsonl"

@@ -139,6 +139,12 @@ def test_checkpoint_saved_on_eight_devices_restores_on_fewer(tmp_path, target_de
   assert restored.params["embed"].sharding.mesh.size == target_devices
 
 
+def test_workdir_with_brackets_fails_before_work_naming_it(tmp_path):
+  # orbax would save there and then fail on every restore
+  with pytest.raises(ValueError, match=r"run\[1\].*brackets"):
+    train(tiny_cfg(steps=1), tmp_path / "run[1]")
+
+
 @pytest.mark.parametrize("overrides, field", [
     ({"model.nonexistent": "1"}, "config.model.nonexistent"),
     ({"mesh.data": "3"}, "config.mesh"),
