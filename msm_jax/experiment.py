@@ -25,6 +25,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
+from data_pipelines.files import atomic_write_text
 from data_pipelines.worlds import Sizes, WorldData
 from data_pipelines.worlds.build import file_sha256
 from msm_jax import config as config_lib
@@ -152,7 +153,7 @@ class Experiment:
     info = {"label": label, "key": key, "stage": cfg.stage, "steps": cfg.steps,
             "seconds": round(secs, 2), "loss": result.last_metrics.get("loss"),
             "mfu": float(np.median(mfu)) if mfu else None}
-    done.write_text(json.dumps(info, indent=1))
+    atomic_write_text(done, json.dumps(info, indent=1))
     self._time("train", label, t, cached=False, steps=cfg.steps, mfu=info["mfu"])
     return key, run
 
@@ -168,7 +169,7 @@ class Experiment:
           ev = Evaluator.from_checkpoint(run, tokens_per_batch=self.exp.eval_tokens_per_batch)
         res = run_suite(ev, path, generate=False, name=name)
         cache.parent.mkdir(exist_ok=True)
-        cache.write_text(json.dumps(res.to_dict()))
+        atomic_write_text(cache, json.dumps(res.to_dict()))
       out[name] = SuiteResult(**json.loads(cache.read_text()))
     self._time("eval", label, t, cached=ev is None)
     return out
@@ -356,24 +357,48 @@ def _sweep(ex, results) -> list[str]:
 
 def write(ex: Experiment, results: dict, summary: dict, workdir: Path) -> dict:
   """results.json, results.md and results.png (pooled held-out rates per condition)."""
-  from msm_jax.eval import SuiteResult
-  from msm_jax.eval.report import plot
-  from msm_jax.eval.stats import bootstrap_ci
   workdir.mkdir(parents=True, exist_ok=True)
   paths = {"json": workdir / "results.json", "markdown": workdir / "results.md",
            "png": workdir / "results.png"}
   per_run = {c: {str(s): {n: r.metrics for n, r in suites.items()}
                  for s, suites in by_seed.items()} for c, by_seed in results.items()}
-  paths["json"].write_text(json.dumps({**summary, "metrics": per_run}, indent=1, default=str))
-  paths["markdown"].write_text(summary["markdown"] + "\n")
-  pairs, pro = [], f"logprob/{ex.world.compare[0]}"
-  for c in (c for c in results if "@" not in c):
-    recs = [dict(r, id=f"s{s}/{r['id']}") for s, suites in results[c].items()
-            for r in suites["heldout"].records]
-    stats = bootstrap_ci([r["values"][pro] for r in recs])
-    pairs.append((c, SuiteResult("heldout", "preference", recs, {pro: stats}, [pro])))
-  plot(pairs, paths["png"], title=f"{ex.world.name}: pro-{ex.world.compare[0]} rate")
+  atomic_write_text(paths["json"], json.dumps({**summary, "metrics": per_run}, indent=1,
+                                             default=str))
+  atomic_write_text(paths["markdown"], summary["markdown"] + "\n")
+  plot_rates(summary, paths["png"])
   return paths
+
+
+def plot_rates(summary: dict, path: Path) -> None:
+  """One horizontal bar per condition (pro-<first value> rate, 95% CI), coloured by the spec
+  it was midtrained on, with AFT alone as a reference line: readable for any number of rows."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  a, b = summary["compare"]
+  rows = summary["rows"][::-1]
+  colour = lambda c: ("tab:blue" if c.startswith(f"MSM-{a}") else "tab:orange"
+                      if c.startswith(f"MSM-{b}") else "tab:gray")
+  vals = [r[f"pro_{a}"] for r in rows]
+  fig, ax = plt.subplots(figsize=(7, 0.9 + 0.32 * len(rows)))
+  ax.barh(range(len(rows)), [v["value"] for v in vals], color=[colour(r["condition"])
+                                                              for r in rows],
+          xerr=[[v["value"] - v["ci_low"] for v in vals], [v["ci_high"] - v["value"]
+                                                            for v in vals]], capsize=3)
+  aft = next((r for r in rows if r["condition"] == "AFT"), None)
+  if aft:
+    ax.axvline(aft[f"pro_{a}"]["value"], color="k", ls="--", lw=1, label="AFT alone")
+    ax.legend(loc="lower right", fontsize=8)
+  ax.axvline(0.5, color="0.8", lw=1)
+  ax.set_yticks(range(len(rows)), [r["condition"] for r in rows], fontsize=8)
+  ax.set_xlim(0, 1)
+  ax.set_xlabel(f"pro-{a} choice rate, held-out {a}-vs-{b} pairs (95% CI)")
+  ax.set_title(f"{summary['world']}: same AFT data, different midtraining spec", fontsize=10)
+  fig.tight_layout()
+  tmp = path.with_name(f".{path.name}.tmp.png")
+  fig.savefig(tmp, dpi=110)
+  plt.close(fig)
+  tmp.replace(path)
 
 
 # --- CLI ----------------------------------------------------------------------------------------
