@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m msm_jax.demo
+	$(BIN)/msm run --config configs/experiments/cheese.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 tests

@@ -1,4 +1,4 @@
-"""Small: the CPU demo size (~1.8M parameters), minutes on a 2-core laptop."""
+"""Small (~1.8M parameters): the size the speed benchmarks measure; minutes on a 2-core laptop."""
 
 from msm_jax.config import base_config
 
