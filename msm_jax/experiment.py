@@ -138,6 +138,10 @@ class Experiment:
       cfg.init_from = str(parent[1])
     key = stage_key(cfg, parent[0] if parent else "")
     run = self.root / "runs" / f"{run_dirname(label)}-{key}"
+    if not (run / "done.json").exists():  # the same stage under another label (a sweep point
+      # equal to the default AFT budget): content-addressed, so reuse it
+      run = next((r for r in sorted((self.root / "runs").glob(f"*-{key}"))
+                  if (r / "done.json").exists()), run)
     done = run / "done.json"
     if done.exists():
       self._time("train", label, time.perf_counter(), cached=True)

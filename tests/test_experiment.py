@@ -66,8 +66,9 @@ def test_rerun_is_cached_and_deleting_a_condition_reruns_only_it(first_run):
 def test_spec_variants_and_aft_sweep_reuse_the_shared_stages(first_run):
   workdir, _ = first_run
   c = micro_config()
-  c.variants, c.sweep.aft_steps = ("explained", "bare_rules"), (1,)
-  summary = run_experiment(c, workdir)  # trains only what the first run did not
+  c.variants, c.sweep.aft_steps = ("explained", "bare_rules"), (1, c.finetune.steps)
+  summary = run_experiment(c, workdir)  # trains only what the first run did not: the sweep
+  # point at the default AFT budget is the AFT and MSM+AFT stages already there
   assert trained(summary) == ["MSM-america[bare_rules]-s0", "MSM-america[bare_rules]+AFT-s0",
                               "AFT@1-s0", "MSM-america+AFT@1-s0"]
   assert list((workdir / "runs").glob("MSM-america_bare_rules_-s0-*"))  # no brackets on disk
