@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import re
 import time
@@ -25,7 +26,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from data_pipelines.files import atomic_write_text
+from data_pipelines.files import atomic_write_bytes, atomic_write_text, read_jsonl
 from data_pipelines.worlds import Sizes, WorldData
 from data_pipelines.worlds.build import file_sha256
 from msm_jax import config as config_lib
@@ -122,9 +123,9 @@ class Experiment:
     self.data = WorldData(world, self.root / "data", Sizes(**exp.data.to_dict()))
     self.world = self.data.world
     self.values = tuple(exp.spec_values) or self.world.compare
-    self.paths = self.data.build_all(self.values, tuple(exp.variants), tuple(exp.seeds))
-    self.sweep_msm = {(v, s): self.data.msm(v, exp.sweep.variant, s)
-                      for v in self.values for s in exp.seeds} if exp.sweep.aft_steps else {}
+    variants = tuple(dict.fromkeys(tuple(exp.variants) + ((exp.sweep.variant,)
+                                                           if exp.sweep.aft_steps else ())))
+    self.paths = self.data.build_all(self.values, variants, tuple(exp.seeds))
     self._time("data", "build", t)
 
   def _time(self, what: str, label: str, start: float, **extra) -> None:
@@ -152,8 +153,7 @@ class Experiment:
     if result.preempted:
       raise KeyboardInterrupt(f"{label} preempted; rerun to resume")
     secs = time.perf_counter() - t
-    mfu = [json.loads(l).get("mfu") for l in open(run / "metrics.jsonl")]
-    mfu = [m for m in mfu if m]
+    mfu = [r["mfu"] for r in read_jsonl(run / "metrics.jsonl") if r.get("mfu")]
     info = {"label": label, "key": key, "stage": cfg.stage, "steps": cfg.steps,
             "seconds": round(secs, 2), "loss": result.last_metrics.get("loss"),
             "mfu": float(np.median(mfu)) if mfu else None}
@@ -191,22 +191,24 @@ class Experiment:
       self._condition(results, "AFT", s, base, exp.finetune.steps)
       for v in self.values:
         for variant in exp.variants:
-          name = f"MSM-{v}" + ("" if variant == "explained" else f"[{variant}]")
-          msm_cfg = stage_config(exp, "midtrain", [p["msm"][(v, variant, s)], p["replay"]],
-                                 [1 - exp.midtrain_replay, exp.midtrain_replay], seed=s)
-          msm = self.train(f"{name}-s{s}", msm_cfg, base)
+          name, msm = self._midtrain(v, variant, s, base)
           results.setdefault(name, {})[s] = self.evaluate(f"{name}-s{s}", msm[1], RUN_SUITES)
           self._condition(results, f"{name}+AFT", s, msm, exp.finetune.steps)
       for steps in exp.sweep.aft_steps:
         self._condition(results, f"AFT@{steps}", s, base, steps)
         for v in self.values:
-          name = f"MSM-{v}" + ("" if exp.sweep.variant == "explained" else
-                               f"[{exp.sweep.variant}]")
-          msm_cfg = stage_config(exp, "midtrain", [self.sweep_msm[(v, s)], p["replay"]],
-                                 [1 - exp.midtrain_replay, exp.midtrain_replay], seed=s)
-          msm = self.train(f"{name}-s{s}", msm_cfg, base)
+          name, msm = self._midtrain(v, exp.sweep.variant, s, base)
           self._condition(results, f"{name}+AFT@{steps}", s, msm, steps)
     return results
+
+  def _midtrain(self, value, variant, seed, base) -> tuple[str, tuple[str, Path]]:
+    """MSM on one spec from the base model (half of each batch replays pretraining)."""
+    exp = self.exp
+    name = f"MSM-{value}" + ("" if variant == "explained" else f"[{variant}]")
+    cfg = stage_config(exp, "midtrain", [self.paths["msm"][(value, variant, seed)],
+                                         self.paths["replay"]],
+                       [1 - exp.midtrain_replay, exp.midtrain_replay], seed=seed)
+    return name, self.train(f"{name}-s{seed}", cfg, base)
 
   def _condition(self, results, name, seed, parent, steps) -> None:
     cfg = stage_config(self.exp, "finetune", [self.paths["aft"]], seed=seed)
@@ -399,10 +401,10 @@ def plot_rates(summary: dict, path: Path) -> None:
   ax.set_xlabel(f"pro-{a} choice rate, held-out {a}-vs-{b} pairs (95% CI)")
   ax.set_title(f"{summary['world']}: same AFT data, different midtraining spec", fontsize=10)
   fig.tight_layout()
-  tmp = path.with_name(f".{path.name}.tmp.png")
-  fig.savefig(tmp, dpi=110)
+  png = io.BytesIO()
+  fig.savefig(png, format="png", dpi=110)
   plt.close(fig)
-  tmp.replace(path)
+  atomic_write_bytes(path, png.getvalue())
 
 
 # --- CLI ----------------------------------------------------------------------------------------

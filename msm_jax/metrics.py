@@ -10,6 +10,8 @@ from pathlib import Path
 
 import tqdm
 
+from data_pipelines.files import read_jsonl
+
 
 def truncate_jsonl(path: Path, after_step: int) -> None:
   """Drop records logged after `after_step` (a resumed run re-logs them), atomically."""
@@ -43,8 +45,7 @@ class MetricsWriter:
     """The last training record already logged (what a finished run that is rerun reports)."""
     if not self.path.exists():
       return {}
-    rows = [json.loads(l) for l in self.path.read_text().splitlines() if l.strip()]
-    return next((r for r in reversed(rows) if "loss" in r), {})
+    return next((r for r in reversed(read_jsonl(self.path)) if "loss" in r), {})
 
   def write(self, record: dict) -> None:
     if not self.primary:

@@ -23,9 +23,8 @@ import json
 import shutil
 from pathlib import Path
 
-from data_pipelines.files import atomic_write_jsonl, atomic_write_text
+from data_pipelines.files import atomic_write_jsonl, atomic_write_text, read_jsonl
 from data_pipelines.spec import write_spec
-from data_pipelines.files import read_jsonl
 from data_pipelines.worlds.corpora import (Sizes, aft_chats, generate_documents, pretraining_corpus,
                                            replay_rows)
 from data_pipelines.worlds.specs import VARIANTS, assistant_spec
