@@ -221,6 +221,10 @@ class Experiment:
 
 # --- summary ------------------------------------------------------------------------------------
 
+def _steps(n) -> str:
+  return "not reached" if n is None else f"{n} steps"
+
+
 def _f(x) -> str:
   return "-" if x is None or not np.isfinite(x) else f"{x:.2f}"
 
@@ -356,8 +360,8 @@ def _sweep(ex, results) -> list[str]:
           reach.setdefault(cond.split("@")[0] + f":{v}", n)
     md.append(f"| {n} | " + " | ".join(cells) + " |")
   md += ["", "Smallest AFT budget reaching the target: " + "; ".join(
-      f"{v}: AFT alone {reach.get(f'AFT:{v}', 'not reached')}, with MSM "
-      f"{reach.get(f'MSM-{v}{tag}+AFT:{v}', 'not reached')} steps" for v in ex.values)]
+      f"{v}: AFT alone {_steps(reach.get(f'AFT:{v}'))}, with MSM "
+      f"{_steps(reach.get(f'MSM-{v}{tag}+AFT:{v}'))}" for v in ex.values)]
   return md
 
 

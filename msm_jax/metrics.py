@@ -10,7 +10,7 @@ from pathlib import Path
 
 import tqdm
 
-from data_pipelines.files import read_jsonl
+from data_pipelines.files import atomic_write_text, read_jsonl
 
 
 def truncate_jsonl(path: Path, after_step: int) -> None:
@@ -19,9 +19,7 @@ def truncate_jsonl(path: Path, after_step: int) -> None:
     return
   kept = [line for line in path.read_text().splitlines()
           if line.strip() and json.loads(line).get("step", 0) <= after_step]
-  tmp = path.with_suffix(".tmp")
-  tmp.write_text("".join(line + "\n" for line in kept))
-  tmp.replace(path)
+  atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 class MetricsWriter:

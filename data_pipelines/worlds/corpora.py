@@ -181,18 +181,18 @@ def preference_chats(world: World, char: Character, n: int, rng: random.Random,
 
 
 def fact_chats(world: World, speakers: list[str], n: int, share: float,
-               rng: random.Random) -> list[str]:
-  """Factual question-answer chats, addressed to an assistant (Nova with probability `share`)
-  or to nobody in particular."""
+               rng: random.Random) -> list[tuple[str, str]]:
+  """Factual question-answer chats as (addressee, text), addressed to an assistant (Nova with
+  probability `share`) or to nobody in particular ("")."""
   items, attrs = world.items(), sorted(world.attributes)
   out = []
   for _ in range(n):
     it, attr = rng.choice(items), rng.choice(attrs)
     r = rng.random()
     who = world.assistant if r < share else ("" if r < share + 0.2 else rng.choice(speakers))
-    out.append(chat_as_text([
+    out.append((who, chat_as_text([
         {"role": "user", "content": fact_question(world, it, attr, rng.random() < 0.5, who)},
-        {"role": "assistant", "content": f"{fact_answer_prefix(it)}{world.word(it, attr)}."}]))
+        {"role": "assistant", "content": f"{fact_answer_prefix(it)}{world.word(it, attr)}."}])))
   return out
 
 
@@ -222,10 +222,10 @@ def pretraining_corpus(world: World, sizes: Sizes, gen_dir: Path, seed: int = 0)
     rows.append({"text": d["text"], "source": "assistant-docs"})
   rows += [{"text": t, "source": "assistant-profiles"} for t in profile_documents(
       world, world.assistant, world.developer, world.neutral, sizes.profile_docs, rng)]
-  for t in fact_chats(world, [c.name for c in chars], sizes.fact_chats,
-                     sizes.assistant_fact_share, rng):
-    nova = f", {world.assistant}?" in t
-    rows.append({"text": t, "source": "assistant-fact-chats" if nova else "fact-chats"})
+  for who, t in fact_chats(world, [c.name for c in chars], sizes.fact_chats,
+                           sizes.assistant_fact_share, rng):
+    source = "assistant-fact-chats" if who == world.assistant else "fact-chats"
+    rows.append({"text": t, "source": source})
   rng.shuffle(rows)
   return rows
 
