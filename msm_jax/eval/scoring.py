@@ -115,13 +115,23 @@ class Scorer:
       placed = [jax.device_put(arrays[k], self.batch_sharding)
                 for k in ("inputs", "positions", "segment_ids", "targets", "weights")]
       with shd.activate(self.mesh):
-        pending.append((idx, self._fn(params, *placed)))  # dispatched; fetched below
-    for idx, (logprob_B, greedy_B) in pending:
-      logprob_B, greedy_B = jax.device_get((logprob_B, greedy_B))
-      for r, i in enumerate(idx):
-        n = len(pairs[i][1])
-        out[i] = ScoreRecord(float(logprob_B[r]), float(logprob_B[r]) / n, n, bool(greedy_B[r]))
+        pending.append((idx, self._fn(params, *placed)))
+      # At most two batches in flight: a freshly cloned test run hung (0% CPU, the host thread
+      # blocked in dispatch) with every batch dispatched at once over 8 simulated CPU devices.
+      if len(pending) > 1:
+        _collect(pending.pop(0), pairs, out)
+    for item in pending:
+      _collect(item, pairs, out)
     return out
+
+
+def _collect(item, pairs, out) -> None:
+  """Fetch one dispatched batch's scores into `out`."""
+  idx, (logprob_B, greedy_B) = item
+  logprob_B, greedy_B = jax.device_get((logprob_B, greedy_B))
+  for r, i in enumerate(idx):
+    n = len(pairs[i][1])
+    out[i] = ScoreRecord(float(logprob_B[r]), float(logprob_B[r]) / n, n, bool(greedy_B[r]))
 
 
 def choose(order_scores_CxO) -> ChoiceRecord:
