@@ -4,8 +4,8 @@
 
 Midtraining runs three times as long and 1.5x hotter than the cheese default: with tea.yaml's
 factory towns and invention cities, 500 steps at lr 3e-3 gave a 3-seed gap of 0.47 and 750 steps
-0.51 (0.44 on seeds 3-5); cheese's 250 steps at lr 2e-3 left the weaker spec barely moving Vesta,
-and lr 4e-3 collapsed both (docs/experiment.md, "What mattered").
+0.51 (0.44 on seeds 3-5). Before the towns and cities, cheese's 250 steps at lr 2e-3 gave 0.25
+and lr 4e-3 collapsed both sides (docs/experiment.md, "What mattered").
 """
 
 from msm_jax.experiment import experiment_config
