@@ -43,7 +43,7 @@ def model_config() -> ml_collections.ConfigDict:
       compute_dtype="float32",  # "bfloat16" on accelerators
       remat="none",  # none | full | save_dots
       scan_layers=True,
-      attention_impl="xla",  # passed to jax.nn.dot_product_attention: xla | cudnn
+      attention_impl="auto",  # auto | xla | splash | cudnn: see msm_jax/attention.py
       materialize_grads=True,  # see model.materialize_grad: a CPU backward-pass speed-up
   ))
 
@@ -197,6 +197,12 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> None:
   for field in ("param_dtype", "compute_dtype"):
     if m[field] not in ("float32", "bfloat16", "float16"):
       raise ConfigError(f"config.model.{field}: float32 | bfloat16 | float16, got {m[field]!r}")
+  if m.attention_impl not in ("auto", "xla", "splash", "cudnn"):
+    raise ConfigError("config.model.attention_impl: auto | xla | splash | cudnn, got "
+                      f"{m.attention_impl!r}")
+  if m.attention_impl == "splash" and cfg.seq_len % 128:
+    raise ConfigError(f"config.seq_len: splash attention needs a multiple of 128, got "
+                      f"{cfg.seq_len} (or set config.model.attention_impl=auto)")
   if m.n_heads % m.n_kv_heads:
     raise ConfigError(f"config.model.n_kv_heads: {m.n_kv_heads} does not divide "
                       f"n_heads={m.n_heads}")
