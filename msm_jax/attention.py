@@ -104,14 +104,18 @@ def reference(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask: Mask):
                                       implementation="xla")
 
 
-def _cudnn(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask: Mask):
-  """cuDNN flash attention when every row is one document, else the reference (run-time)."""
+def guarded_cudnn(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask: Mask, implementation="cudnn"):
+  """cuDNN flash attention when every row is one document, else the reference (run-time).
+
+  The flash call is causal with per-row lengths; padding queries are zeroed. `implementation`
+  is jax's: 'xla' runs the same call (same causal-plus-lengths semantics) where cuDNN is absent.
+  """
   seg_BxT = mask.q_segment_ids_BxT
 
   def flash(q, k, v):
     lengths_B = jnp.sum(seg_BxT != 0, axis=1).astype(jnp.int32)
     out = jax.nn.dot_product_attention(q, k, v, is_causal=True, query_seq_lengths=lengths_B,
-                                       key_value_seq_lengths=lengths_B, implementation="cudnn")
+                                       key_value_seq_lengths=lengths_B, implementation=implementation)
     return jnp.where((seg_BxT != 0)[:, :, None, None], out, jnp.zeros((), out.dtype))
 
   ok = one_document_rows(seg_BxT) & jnp.all(seg_BxT == mask.kv_segment_ids_BxS)
@@ -168,5 +172,5 @@ def attend(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask: Mask, *, impl: str = "auto",
     return _splash(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask,
                    interpret=jax.default_backend() != "tpu")
   if kernel == "cudnn":
-    return _cudnn(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask)
+    return guarded_cudnn(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask)
   return reference(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask)

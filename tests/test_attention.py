@@ -194,3 +194,25 @@ def test_config_validates_attention_impl():
     validate(cfg, 8)
   validate(tiny_cfg(**{"model.attention_impl": "splash", "seq_len": 128}), 8)
   assert attention.IMPLS == ("auto", "xla", "splash", "cudnn")
+
+
+def test_guarded_cudnn_call_routes_packed_rows_to_the_reference():
+  """The guarded call, run with jax's xla implementation of the same flash call (no GPU here).
+
+  Which branch ran shows at the padding queries: the flash branch zeroes them, the reference
+  leaves its (finite, unused) average there.
+  """
+  q, k, v = _inputs()
+  single = np.zeros((B, T), np.int32)
+  single[0, :180], single[1, :] = 1, 5
+  for seg, flash_taken in ((jnp.asarray(single), True), (_segments(), False)):
+    mask = _train_mask(seg)
+    got = np.asarray(attention.guarded_cudnn(q, k, v, mask, implementation="xla"))
+    want = np.asarray(attend(q, k, v, mask, impl="xla"))
+    real = np.asarray(seg) != 0
+    np.testing.assert_allclose(got[real], want[real], rtol=1e-5, atol=1e-5)
+    if flash_taken:
+      assert np.all(got[~real] == 0)
+    else:
+      np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)  # padding rows included
+      assert np.all(np.abs(got[~real]).max(axis=-1) > 0)
