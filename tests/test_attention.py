@@ -1,4 +1,4 @@
-"""The attention seam: splash (Pallas interpreter on CPU) against the reference, and the dispatch."""
+"""The attention seam: splash (Pallas interpreter on CPU) against the reference; the dispatch."""
 
 import jax
 import jax.numpy as jnp
@@ -55,10 +55,11 @@ def _naive(q, k, v, seg):
 def test_reference_matches_naive_attention_on_real_tokens():
   q, k, v = _inputs()
   seg = _segments()[:, :64]
-  out = attend(q[:, :64], k[:, :64], v[:, :64], _train_mask(seg), impl="xla")
+  q, k, v = q[:, :64], k[:, :64], v[:, :64]
+  out = attend(q, k, v, _train_mask(seg), impl="xla")
   real = np.asarray(seg) != 0
-  np.testing.assert_allclose(np.asarray(out)[real], _naive(q[:, :64], k[:, :64], v[:, :64], seg)[real],
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(out)[real], _naive(q, k, v, seg)[real], rtol=1e-5,
+                             atol=1e-5)
 
 
 def test_auto_on_cpu_is_the_reference_bit_for_bit():
