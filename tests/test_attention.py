@@ -12,6 +12,7 @@ from msm_jax.config import ConfigError, validate
 from msm_jax.model import ModelDef
 from msm_jax.sharding import activate, make_mesh
 from tests.helpers import packed_batch, tiny_cfg
+from tests.test_train_step import run_steps
 
 B, T, N, K, H = 2, 256, 4, 2, 16  # GQA: two query heads per kv head
 
@@ -217,3 +218,15 @@ def test_guarded_cudnn_call_routes_packed_rows_to_the_reference():
     else:
       np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)  # padding rows included
       assert np.all(np.abs(got[~real]).max(axis=-1) > 0)
+
+
+@pytest.mark.slow  # two sharded train-step compiles: ~45 s idle, ~110 s on the loaded 2 cores
+def test_sharded_train_step_with_splash_matches_the_reference():
+  """The whole step (scan, full remat, AdamW) over data x fsdp x tensor = 2 x 2 x 2 devices."""
+  batches = [packed_batch(np.random.default_rng(0), 8, 128, 64)]
+  base = {"seq_len": 128, "mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2, "model.remat": "full"}
+  lx, px, _ = run_steps(tiny_cfg(**base, **{"model.attention_impl": "xla"}), jax.devices(), batches)
+  ls, ps, _ = run_steps(tiny_cfg(**base, **{"model.attention_impl": "splash"}), jax.devices(),
+                        batches)
+  np.testing.assert_allclose(ls, lx, rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), ps, px)
