@@ -18,7 +18,7 @@ from typing import Any
 
 import ml_collections
 
-from msm_jax import model_config
+from msm_jax.model_config import ModelConfig
 
 STAGES = ("pretrain", "midtrain", "finetune")
 # Top-level keys that choose how a run executes and reports, not what it computes (the model's
@@ -212,7 +212,7 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> None:
   if (m.head_dim or m.d_model // m.n_heads) % 2:
     raise ConfigError("config.model.head_dim: rotary embeddings need an even head_dim")
   try:
-    model_config.ModelConfig.of(m)  # resolves head_dim and the materialize_grads flag
+    ModelConfig.of(m)  # resolves head_dim and the materialize_grads flag
   except ValueError as e:
     raise ConfigError(str(e)) from None
   mesh = mesh_shape(cfg, num_devices)
