@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental.pallas.ops.tpu import splash_attention as splash
 
-from msm_jax.sharding import active_mesh, logical_to_spec
+from msm_jax.sharding import active_mesh, batch_shards, logical_to_spec
 
 IMPLS = ("auto", "xla", "splash", "cudnn")
 SPLASH_BLOCKS = (512, 256, 128)  # the largest that divides both lengths is used
@@ -151,8 +151,7 @@ def _splash(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask: Mask, *, interpret):
   mesh = active_mesh()
   if mesh is None:
     return local(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, seg_BxT)
-  batch_shards, head_shards = mesh.shape["data"] * mesh.shape["fsdp"], mesh.shape["tensor"]
-  if q_BxTxNxH.shape[0] % batch_shards or k_BxSxKxH.shape[2] % head_shards:
+  if q_BxTxNxH.shape[0] % batch_shards(mesh) or k_BxSxKxH.shape[2] % mesh.shape["tensor"]:
     return reference(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask)  # e.g. a small eval batch
   heads = logical_to_spec(("batch", "length", "act_heads", None))
   rows = logical_to_spec(("batch", "length"))
