@@ -23,6 +23,7 @@ import re
 import time
 from pathlib import Path
 
+import jax
 import ml_collections
 import numpy as np
 
@@ -98,8 +99,11 @@ def stage_key(cfg, parent_key: str = "") -> str:
   d = cfg.to_dict()
   for key in config_lib.EXECUTION_KEYS:
     d.pop(key, None)
-  # as resolved for this backend ("auto" hashed as the flag that ran, as before it existed)
+  # "auto" execution choices hashed as what runs on this backend, which is what the keys hashed
+  # before "auto" existed: CPU stages keep their keys (and their caches)
   d["model"]["materialize_grads"] = ModelConfig.of(cfg.model).materialize_grads
+  if d["model"]["attention_impl"] == "auto" and jax.default_backend() == "cpu":
+    d["model"]["attention_impl"] = "xla"  # auto is the XLA reference on CPU (msm_jax.attention)
   d["data"]["train"] = [file_sha256(f) for f in cfg.data.train]
   d["init_from"] = parent_key
   return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
