@@ -23,6 +23,8 @@ from msm_jax.model_config import ModelConfig
 STAGES = ("pretrain", "midtrain", "finetune")
 # Top-level keys that choose how a run executes and reports, not what it computes (the model's
 # own execution keys are `model_config.EXECUTION_KEYS`): experiment stage keys ignore them.
+# The projections LoRA can adapt (PEFT's q_proj k_proj v_proj o_proj gate_proj up_proj down_proj).
+LORA_TARGETS = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
 EXECUTION_KEYS = ("progress_bar", "log_every", "checkpoint_every", "keep_checkpoints",
                   "async_checkpoints", "peak_flops", "eval_every", "eval_batches")
 
@@ -87,6 +89,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.progress_bar = True
   c.model = model_config()
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  # LoRA (msm_jax/lora.py): rank 0 = full fine-tuning; else only the adapters train.
+  c.lora = ml_collections.ConfigDict(dict(
+      rank=0,
+      alpha=16.0,  # the adapter term is scaled by alpha / rank (PEFT's lora_alpha)
+      dropout=0.0,  # on the adapter's input, as PEFT's lora_dropout
+      targets=LORA_TARGETS,  # any subset of the seven projections
+      base_dtype="",  # the frozen base's dtype: "" = model.param_dtype; "bfloat16" halves it
+  ))
   c.data = ml_collections.ConfigDict(dict(
       train=(),  # files: .jsonl (documents or chats) or a TFDS array_record dataset dir
       train_weights=(),  # mixture weights, one per train file; () = equal
@@ -237,8 +247,28 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> None:
   if m.d_model % mesh["fsdp"]:
     raise ConfigError(f"config.model.d_model: {m.d_model} cannot be sharded over "
                       f"mesh.fsdp={mesh['fsdp']}")
+  _validate_lora(cfg.lora)
   if cfg.data.train_weights and len(cfg.data.train_weights) != len(cfg.data.train):
     raise ConfigError("config.data.train_weights: need one weight per file in config.data.train")
+
+
+def _validate_lora(lora) -> None:
+  if int(lora.rank) < 0:
+    raise ConfigError(f"config.lora.rank: must be >= 0 (0 = off), got {lora.rank}")
+  if not int(lora.rank):
+    return
+  if float(lora.alpha) <= 0:
+    raise ConfigError(f"config.lora.alpha: must be > 0, got {lora.alpha}")
+  if not 0.0 <= float(lora.dropout) < 1.0:
+    raise ConfigError(f"config.lora.dropout: must be in [0, 1), got {lora.dropout}")
+  targets = tuple(lora.targets)
+  unknown = [t for t in targets if t not in LORA_TARGETS]
+  if unknown or not targets or len(set(targets)) != len(targets):
+    raise ConfigError(f"config.lora.targets: a non-empty subset of {LORA_TARGETS} without "
+                      f"repeats, got {targets}")
+  if lora.base_dtype not in ("", "float32", "bfloat16", "float16"):
+    raise ConfigError("config.lora.base_dtype: '' | float32 | bfloat16 | float16, got "
+                      f"{lora.base_dtype!r}")
 
 
 def to_json(cfg: ml_collections.ConfigDict) -> str:

@@ -104,6 +104,8 @@ def stage_key(cfg, parent_key: str = "") -> str:
   d["model"]["materialize_grads"] = ModelConfig.of(cfg.model).materialize_grads
   if d["model"]["attention_impl"] == "auto" and jax.default_backend() == "cpu":
     d["model"]["attention_impl"] = "xla"  # auto is the XLA reference on CPU (msm_jax.attention)
+  if not d["lora"]["rank"]:  # LoRA off hashes as before the lora block existed
+    d.pop("lora")
   d["data"]["train"] = [file_sha256(f) for f in cfg.data.train]
   d["init_from"] = parent_key
   return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]

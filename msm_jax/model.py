@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from msm_jax.attention import Mask, attend
+from msm_jax.lora import Adapters, delta
 from msm_jax.model_config import ModelConfig
 from msm_jax.sharding import constrain
 
@@ -98,11 +99,12 @@ class Attention(nnx.Module):
     self.wo = _param(rngs, (n, h, d), ("heads", "head_dim", "embed"), std / (2 * cfg.n_layers) ** 0.5, pdt)
     self.cfg = cfg
 
-  def __call__(self, x_BxTxD, positions_BxT, mask: Mask, cache=None, cache_index=None):
+  def __call__(self, x_BxTxD, positions_BxT, mask: Mask, cache=None, cache_index=None, lora=None):
     cdt = DTYPES[self.cfg.compute_dtype]
-    q_BxTxNxH = jnp.einsum("btd,dnh->btnh", x_BxTxD, self.wq[...].astype(cdt))
-    k_BxTxKxH = jnp.einsum("btd,dkh->btkh", x_BxTxD, self.wk[...].astype(cdt))
-    v_BxTxKxH = jnp.einsum("btd,dkh->btkh", x_BxTxD, self.wv[...].astype(cdt))
+    lora_delta = functools.partial(delta, lora, cdt)  # + LoRA adapter terms (0 without)
+    q_BxTxNxH = jnp.einsum("btd,dnh->btnh", x_BxTxD, self.wq[...].astype(cdt)) + lora_delta("wq", x_BxTxD)
+    k_BxTxKxH = jnp.einsum("btd,dkh->btkh", x_BxTxD, self.wk[...].astype(cdt)) + lora_delta("wk", x_BxTxD)
+    v_BxTxKxH = jnp.einsum("btd,dkh->btkh", x_BxTxD, self.wv[...].astype(cdt)) + lora_delta("wv", x_BxTxD)
     q_BxTxNxH = rotary(q_BxTxNxH, positions_BxT, self.cfg.rope_theta)
     k_BxTxKxH = rotary(k_BxTxKxH, positions_BxT, self.cfg.rope_theta)
     if cache is not None:  # decode: write the new keys/values at cache_index, attend to all
@@ -114,7 +116,7 @@ class Attention(nnx.Module):
     out_BxTxNxH = attend(q_BxTxNxH, k_BxSxKxH.astype(cdt), v_BxSxKxH.astype(cdt), mask,
                          impl=self.cfg.attention_impl, decode=cache is not None)
     out_BxTxNxH = constrain(out_BxTxNxH, ("batch", "length", "act_heads", None))
-    out_BxTxD = jnp.einsum("btnh,nhd->btd", out_BxTxNxH, self.wo[...].astype(cdt))
+    out_BxTxD = jnp.einsum("btnh,nhd->btd", out_BxTxNxH, self.wo[...].astype(cdt)) + lora_delta("wo", out_BxTxNxH)
     return out_BxTxD, cache
 
 
@@ -127,14 +129,15 @@ class MLP(nnx.Module):
     self.w_down = _param(rngs, (f, d), ("mlp", "embed"), std / (2 * cfg.n_layers) ** 0.5, pdt)
     self.cfg = cfg
 
-  def __call__(self, x_BxTxD):
+  def __call__(self, x_BxTxD, lora=None):
     cdt = DTYPES[self.cfg.compute_dtype]
-    gate_BxTxF = x_BxTxD @ self.w_gate[...].astype(cdt)
-    up_BxTxF = x_BxTxD @ self.w_up[...].astype(cdt)
+    lora_delta = functools.partial(delta, lora, cdt)
+    gate_BxTxF = x_BxTxD @ self.w_gate[...].astype(cdt) + lora_delta("w_gate", x_BxTxD)
+    up_BxTxF = x_BxTxD @ self.w_up[...].astype(cdt) + lora_delta("w_up", x_BxTxD)
     if self.cfg.materialize_grads:
       gate_BxTxF, up_BxTxF = materialize_grad(gate_BxTxF), materialize_grad(up_BxTxF)
     h_BxTxF = constrain(jax.nn.silu(gate_BxTxF) * up_BxTxF, ("batch", "length", "act_mlp"))
-    return h_BxTxF @ self.w_down[...].astype(cdt)
+    return h_BxTxF @ self.w_down[...].astype(cdt) + lora_delta("w_down", h_BxTxF)
 
 
 class Block(nnx.Module):
@@ -147,11 +150,12 @@ class Block(nnx.Module):
     self.mlp = MLP(cfg, rngs)
     self.materialize = cfg.materialize_grads
 
-  def __call__(self, x_BxTxD, positions_BxT, mask: Mask, cache=None, cache_index=None):
+  def __call__(self, x_BxTxD, positions_BxT, mask: Mask, cache=None, cache_index=None, lora=None):
     res = materialize_grad if self.materialize else (lambda x: x)
-    attn_BxTxD, cache = self.attn(self.attn_norm(x_BxTxD), positions_BxT, mask, cache, cache_index)
+    attn_BxTxD, cache = self.attn(self.attn_norm(x_BxTxD), positions_BxT, mask, cache, cache_index,
+                                  lora)
     x_BxTxD = res(x_BxTxD + attn_BxTxD)
-    x_BxTxD = res(x_BxTxD + self.mlp(self.mlp_norm(x_BxTxD)))
+    x_BxTxD = res(x_BxTxD + self.mlp(self.mlp_norm(x_BxTxD), lora))
     return constrain(x_BxTxD, ("batch", "length", "act_embed")), cache
 
 
@@ -177,7 +181,9 @@ class KVCache:
 
 
 class Decoder(nnx.Module):
-  """Token ids -> (f32 logits, the updated KV cache when one was passed, else None)."""
+  """Token ids -> (f32 logits, the updated KV cache when one was passed, else None).
+
+  `lora`: LoRA adapters (msm_jax/lora.py) stacked like the layers, scanned alongside them."""
 
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
     cfg = ModelConfig.of(cfg)
@@ -196,7 +202,7 @@ class Decoder(nnx.Module):
       self.lm_head = _param(rngs, (cfg.d_model, cfg.vocab_size), ("embed", "vocab"), cfg.init_std, pdt)
 
   def __call__(self, tokens_BxT, positions_BxT, segment_ids_BxT, cache: KVCache | None = None,
-               cache_index=None) -> tuple[jax.Array, KVCache | None]:
+               cache_index=None, lora: Adapters | None = None) -> tuple[jax.Array, KVCache | None]:
     cfg, cdt = self.cfg, DTYPES[self.cfg.compute_dtype]
     # Gather from a replicated table (FSDP all-gathers every weight for use anyway): SPMD has no
     # efficient gather from a sharded table into a batch-sharded result.
@@ -216,18 +222,22 @@ class Decoder(nnx.Module):
 
     graphdef, stacked = nnx.split(self.layers)
 
-    def block(x_BxTxD, layer_params, layer_kv):
-      return nnx.merge(graphdef, layer_params)(x_BxTxD, positions_BxT, mask, layer_kv, cache_index)
+    def block(x_BxTxD, layer_params, layer_kv, layer_lora):
+      return nnx.merge(graphdef, layer_params)(x_BxTxD, positions_BxT, mask, layer_kv, cache_index,
+                                               layer_lora)
+
+    layer_lora = None if lora is None else lora.per_layer(cfg.n_layers)
 
     if cfg.remat != "none":
       block = jax.checkpoint(block, policy=REMAT_POLICIES[cfg.remat])
     if cfg.scan_layers:
-      x_BxTxD, new_kv = jax.lax.scan(lambda x, xs: block(x, *xs), x_BxTxD, (stacked, layer_cache))
+      x_BxTxD, new_kv = jax.lax.scan(lambda x, xs: block(x, *xs), x_BxTxD, (stacked, layer_cache, layer_lora))
     else:
       outs = []
       for i in range(cfg.n_layers):
         take = functools.partial(jax.tree.map, lambda a: a[i])
-        x_BxTxD, kv = block(x_BxTxD, take(stacked), None if layer_cache is None else take(layer_cache))
+        x_BxTxD, kv = block(x_BxTxD, take(stacked), None if layer_cache is None else take(layer_cache),
+                            None if layer_lora is None else take(layer_lora))
         outs.append(kv)
       new_kv = None if layer_cache is None else jax.tree.map(lambda *a: jnp.stack(a), *outs)
 
@@ -278,9 +288,10 @@ class ModelDef:
     nnx.replace_by_pure_dict(state, params)
     return nnx.merge(self.graphdef, state)
 
-  def apply(self, params, tokens_BxT, positions_BxT, segment_ids_BxT, cache=None, cache_index=None):
-    """-> (logits [B, T, V] f32, the updated cache or None)."""
-    return self.bind(params)(tokens_BxT, positions_BxT, segment_ids_BxT, cache, cache_index)
+  def apply(self, params, tokens_BxT, positions_BxT, segment_ids_BxT, cache=None, cache_index=None,
+            lora=None):
+    """-> (logits [B, T, V] f32, the updated cache or None). `lora`: adapters (lora.Adapters)."""
+    return self.bind(params)(tokens_BxT, positions_BxT, segment_ids_BxT, cache, cache_index, lora)
 
   def pure_abstract(self) -> dict:
     """Parameter shapes and dtypes as a pure dict (ShapeDtypeStructs)."""

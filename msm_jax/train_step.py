@@ -3,6 +3,10 @@
 Both are one function, `train_step`, with a different token-weight function (see `loss.py`). The
 state is created already sharded (abstract shapes first, then a jitted init with
 `out_shardings`), and the steps are jitted with explicit in/out shardings and the state donated.
+
+With LoRA (`lora.LoraModel` as the model), `params` are the adapters: only they get gradients,
+optimizer moments and checkpoint bytes. The frozen base is an extra, non-donated argument of the
+jitted steps (`StepFunctions.set_base`), never part of the state.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import optax
 
 from msm_jax import sharding as shd
 from msm_jax.loss import WEIGHTS_BY_STAGE, assistant_weights, document_weights, weighted_cross_entropy
+from msm_jax.lora import LoraModel
 from msm_jax.model import ModelDef
 from msm_jax.optim import learning_rate_schedule, make_optimizer
 
@@ -69,17 +74,23 @@ def _split_microbatches(batch, k):
   return jax.tree.map(lambda x: x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1), batch)
 
 
-def loss_sums(model_def: ModelDef, params, batch, weights_fn, z_loss=0.0):
-  logits, _ = model_def.apply(params, batch["inputs"], batch["positions"], batch["segment_ids"])
+def loss_sums(model_def: ModelDef, params, batch, weights_fn, z_loss=0.0, **frozen):
+  """`frozen`: with LoRA, `base=` the frozen weights and `rng=` the adapter dropout key."""
+  logits, _ = model_def.apply(params, batch["inputs"], batch["positions"], batch["segment_ids"],
+                              **frozen)
   return weighted_cross_entropy(logits, batch["targets"], weights_fn(batch), z_loss)
 
 
-def train_step(state: TrainState, batch, *, model_def, tx, schedule, weights_fn, microbatches=1,
-               z_loss=0.0):
-  """One optimizer update; gradients accumulate over `microbatches` with a scan."""
-  def grad_fn(params, mb):
+def train_step(state: TrainState, batch, base=None, *, model_def, tx, schedule, weights_fn,
+               microbatches=1, z_loss=0.0):
+  """One optimizer update; gradients accumulate over `microbatches` with a scan. `base`: the
+  frozen weights under LoRA adapters (`state.params`), else None."""
+  def grad_fn(params, mb, i=0):
+    frozen = {} if base is None else {
+        "base": base, "rng": jax.random.fold_in(jax.random.fold_in(state.rng, state.step), i)}
+
     def f(p):
-      sums = loss_sums(model_def, p, mb, weights_fn, z_loss)
+      sums = loss_sums(model_def, p, mb, weights_fn, z_loss, **frozen)
       return sums["loss_sum"], sums
     grads, sums = jax.grad(f, has_aux=True)(params)
     sums["tokens"] = jnp.sum(mb["segment_ids"] > 0).astype(jnp.float32)
@@ -88,12 +99,14 @@ def train_step(state: TrainState, batch, *, model_def, tx, schedule, weights_fn,
   if microbatches == 1:
     grads, sums = grad_fn(state.params, batch)
   else:
-    def body(acc, mb):
+    def body(acc, mb_i):
+      mb, i = mb_i
       mb = jax.tree.map(lambda x: shd.constrain(x, ("batch", "length")), mb)
-      return jax.tree.map(jnp.add, acc, grad_fn(state.params, mb)), None
+      return jax.tree.map(jnp.add, acc, grad_fn(state.params, mb, i)), None
     zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, state.params,
                                                        jax.tree.map(lambda x: x[0], _split_microbatches(batch, microbatches))))
-    (grads, sums), _ = jax.lax.scan(body, zeros, _split_microbatches(batch, microbatches))
+    (grads, sums), _ = jax.lax.scan(body, zeros, (_split_microbatches(batch, microbatches),
+                                                  jnp.arange(microbatches)))
 
   denom = jnp.maximum(sums["weight_sum"], 1.0)
   grads = jax.tree.map(lambda g: g / denom, grads)
@@ -105,8 +118,8 @@ def train_step(state: TrainState, batch, *, model_def, tx, schedule, weights_fn,
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
-def eval_step(params, batch, *, model_def, weights_fn):
-  return loss_sums(model_def, params, batch, weights_fn)
+def eval_step(params, batch, base=None, *, model_def, weights_fn):
+  return loss_sums(model_def, params, batch, weights_fn, **({} if base is None else {"base": base}))
 
 
 midtrain_step = functools.partial(train_step, weights_fn=document_weights)
@@ -123,21 +136,44 @@ class StepFunctions:
     self.weights_fn = WEIGHTS_BY_STAGE[cfg.stage]
     self.state_shardings = state_shardings(model_def, self.tx, mesh)
     batch_sh, repl = shd.batch_sharding(mesh), shd.replicated(mesh)
+    # LoRA: the frozen base, an extra argument of both steps (set_base); none otherwise
+    self.base_shardings = (shd.named_shardings(mesh, model_def.base_axes)
+                           if isinstance(model_def, LoraModel) else None)
+    base_sh = () if self.base_shardings is None else (self.base_shardings,)
+    self._base = ()
     step = functools.partial(train_step, model_def=model_def, tx=self.tx, schedule=self.schedule,
                              weights_fn=self.weights_fn, microbatches=int(cfg.microbatches),
                              z_loss=float(cfg.z_loss))
-    self._train = jax.jit(step, in_shardings=(self.state_shardings, batch_sh),
+    self._train = jax.jit(step, in_shardings=(self.state_shardings, batch_sh, *base_sh),
                           out_shardings=(self.state_shardings, repl), donate_argnums=(0,))
     self._eval = jax.jit(functools.partial(eval_step, model_def=model_def, weights_fn=self.weights_fn),
-                         in_shardings=(self.state_shardings.params, batch_sh), out_shardings=repl)
+                         in_shardings=(self.state_shardings.params, batch_sh, *base_sh),
+                         out_shardings=repl)
+
+  def set_base(self, base) -> None:
+    """LoRA: the frozen base weights, cast to lora.base_dtype and placed on the mesh."""
+    if self.base_shardings is None:
+      raise ValueError("set_base: this run trains every parameter (config.lora.rank = 0)")
+    prepare = jax.jit(self.model_def.prepare_base, out_shardings=self.base_shardings)
+    with shd.activate(self.mesh):
+      self._base = (prepare(base),)
+
+  @property
+  def base(self):
+    return self._base[0] if self._base else None
+
+  def _args(self):
+    if self.base_shardings is not None and not self._base:
+      raise ValueError("LoRA run: call set_base(base params) before stepping")
+    return self._base
 
   def train(self, state, batch):
     with shd.activate(self.mesh):
-      return self._train(state, batch)
+      return self._train(state, batch, *self._args())
 
   def eval(self, params, batch):
     with shd.activate(self.mesh):
-      return self._eval(params, batch)
+      return self._eval(params, batch, *self._args())
 
   def init_state(self, seed) -> TrainState:
     return init_state(self.model_def, self.tx, self.mesh, seed)
