@@ -25,6 +25,7 @@ two rank-r matmuls per projection. Merging (`merge`) is for export and evaluatio
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import flax
 import jax
@@ -164,6 +165,31 @@ class LoraModel:
       w = base["layers"][group][name].astype(jnp.float32)
       out["layers"][group][name] = (w + self.spec.scale * ab).astype(dtype)
     return out
+
+
+@jax.jit
+def _leaf_sums(tree):
+  def one(x):
+    uint = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[jnp.dtype(x.dtype).itemsize]
+    bits = jax.lax.bitcast_convert_type(x, uint).astype(jnp.uint32)
+    mult = jnp.arange(x.size, dtype=jnp.uint32).reshape(x.shape) * jnp.uint32(0x9E3779B1) | 1
+    return jnp.sum(bits * mult, dtype=jnp.uint32)
+  return jax.tree.map(one, tree)
+
+
+def fingerprint(params) -> str:
+  """A content hash of a parameter tree, computed where it lies (sharded on device): per leaf,
+  the wrap-around uint32 sum of each element's bits times an odd multiplier of its position.
+  Integer sums do not depend on reduction order, so every mesh gives the same value. A LoRA run
+  records its base's fingerprint and refuses to resume or merge onto different weights."""
+  sums = jax.device_get(_leaf_sums(params))
+  h = hashlib.sha256()
+  for path, value in jax.tree_util.tree_flatten_with_path(sums)[0]:
+    leaf = jax.tree_util.keystr(path)
+    h.update(f"{leaf}:{int(value)};".encode())
+  shapes = jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), params)
+  h.update(repr(jax.tree_util.tree_flatten_with_path(shapes)[0]).encode())
+  return h.hexdigest()[:16]
 
 
 def model_for(cfg, model_def):

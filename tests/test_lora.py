@@ -163,3 +163,22 @@ def test_bad_lora_config_names_the_field(field, value):
   cfg = lora_cfg(**{f"lora.{field}": value})
   with pytest.raises(ConfigError, match=rf"config\.lora\.{field}"):
     validate(cfg, 8)
+
+
+def test_fingerprint_is_mesh_independent_and_sees_one_changed_element():
+  cfg = lora_cfg()
+  md = ModelDef(cfg.model)
+  base = md.init(jax.random.PRNGKey(0))
+  fp = lora.fingerprint(base)
+  mesh = shd.make_mesh(tiny_cfg(**{"mesh.data": 1, "mesh.fsdp": 4, "mesh.tensor": 2}))
+  sharded = jax.device_put(base, shd.named_shardings(mesh, md.axes))
+  assert lora.fingerprint(sharded) == fp
+  changed = jax.tree.map(lambda x: x, base)
+  w = np.array(changed["layers"]["mlp"]["w_up"])
+  w[1, 3, 5] = np.nextafter(w[1, 3, 5], np.float32(1))  # one ulp in one element
+  changed["layers"]["mlp"]["w_up"] = w
+  assert lora.fingerprint(changed) != fp
+  swapped = jax.tree.map(lambda x: x, base)
+  swapped["layers"]["attn"]["wq"] = base["layers"]["attn"]["wq"][::-1]  # layers reordered
+  assert lora.fingerprint(swapped) != fp
+  assert lora.fingerprint(jax.tree.map(lambda x: x.astype(jnp.bfloat16), base)) != fp
