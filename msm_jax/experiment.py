@@ -31,7 +31,7 @@ from data_pipelines.files import atomic_write_bytes, atomic_write_text, read_jso
 from data_pipelines.worlds import Sizes, WorldData
 from data_pipelines.worlds.build import file_sha256
 from msm_jax import config as config_lib
-from msm_jax.model_config import ModelConfig
+from msm_jax.model_config import EXECUTION_KEYS, ModelConfig
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE_BLOCKS = {"pretrain": "pretrain", "midtrain": "midtrain", "finetune": "finetune"}
@@ -43,6 +43,11 @@ def experiment_config() -> ml_collections.ConfigDict:
   """The schema of an experiment config, with the CPU defaults (see configs/experiments/)."""
   c = ml_collections.ConfigDict()
   c.world = "data_pipelines/worlds/cheese.yaml"
+  # An imported model's run dir (`msm import-hf --out`): MSM and AFT start from it instead of a
+  # base pretrained on the world; its model shape, tokenizer and chat template are used (only
+  # the execution keys of `model` below apply). "" = pretrain a base on the world.
+  c.base = ""
+  c.lora = config_lib.base_config().lora  # midtrain and finetune: LoRA when rank > 0
   c.workdir = ""  # default: runs/experiments/<world name>
   c.seeds = (0,)
   c.spec_values = ()  # () = the world's two compared values
@@ -85,6 +90,14 @@ def stage_config(exp, stage: str, files, weights=(), init_from: str = "", seed: 
   for key, value in exp[STAGE_BLOCKS[stage]].items():
     cfg[key] = value
   cfg.model = ml_collections.ConfigDict(exp.model.to_dict())
+  if exp.base:  # the imported model's shape, tokenizer and template; our execution choices
+    base = config_lib.from_json((Path(exp.base) / "config.json").read_text())
+    cfg.model = ml_collections.ConfigDict(base.model.to_dict())
+    for key in EXECUTION_KEYS:
+      cfg.model[key] = exp.model[key]
+    cfg.data.chat_template, cfg.data.add_bos = base.data.chat_template, base.data.add_bos
+  if stage != "pretrain":
+    cfg.lora = ml_collections.ConfigDict(exp.lora.to_dict())
   cfg.data.train = tuple(str(f) for f in files)
   cfg.data.train_weights = tuple(float(w) for w in weights)
   cfg.init_from, cfg.init_optimizer = init_from, "fresh"
@@ -104,8 +117,8 @@ def stage_key(cfg, parent_key: str = "") -> str:
   d["model"]["materialize_grads"] = ModelConfig.of(cfg.model).materialize_grads
   if d["model"]["attention_impl"] == "auto" and jax.default_backend() == "cpu":
     d["model"]["attention_impl"] = "xla"  # auto is the XLA reference on CPU (msm_jax.attention)
-  if not d["lora"]["rank"]:  # LoRA off hashes as before the lora block existed
-    d.pop("lora")
+  if not d.get("lora", {}).get("rank"):  # LoRA off hashes as before the lora block existed
+    d.pop("lora", None)
   d["data"]["train"] = [file_sha256(f) for f in cfg.data.train]
   d["init_from"] = parent_key
   return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
@@ -190,7 +203,11 @@ class Experiment:
   def run(self) -> dict:
     """Train and evaluate every condition; returns {condition: {seed: {suite: SuiteResult}}}."""
     exp, p = self.exp, self.paths
-    base = self.train("base", stage_config(exp, "pretrain", [p["pretrain"]]))
+    if exp.base:  # an imported model: keyed by its path (it is not trained here)
+      base = ("import-" + hashlib.sha256(str(Path(exp.base).absolute()).encode()).hexdigest()[:12],
+              Path(exp.base).absolute())
+    else:
+      base = self.train("base", stage_config(exp, "pretrain", [p["pretrain"]]))
     results = {"base": {s: None for s in exp.seeds}}
     base_eval = self.evaluate("base", base[1], BASE_SUITES)
     for s in exp.seeds:
@@ -212,9 +229,10 @@ class Experiment:
     """MSM on one spec from the base model (half of each batch replays pretraining)."""
     exp = self.exp
     name = f"MSM-{value}" + ("" if variant == "explained" else f"[{variant}]")
-    cfg = stage_config(exp, "midtrain", [self.paths["msm"][(value, variant, seed)],
-                                         self.paths["replay"]],
-                       [1 - exp.midtrain_replay, exp.midtrain_replay], seed=seed)
+    files, weights = [self.paths["msm"][(value, variant, seed)]], []
+    if exp.midtrain_replay > 0:  # the paper midtrains on the MSM documents only (replay 0)
+      files, weights = files + [self.paths["replay"]], [1 - exp.midtrain_replay, exp.midtrain_replay]
+    cfg = stage_config(exp, "midtrain", files, weights, seed=seed)
     return name, self.train(f"{name}-s{seed}", cfg, base)
 
   def _condition(self, results, name, seed, parent, steps) -> None:

@@ -1,0 +1,15 @@
+"""The paper's cheese experiment and recipe (paper_cheese_llama3_8b.py) on Qwen3-32B.
+
+  msm import-hf --from /models/Qwen3-32B --out runs/imported/qwen3-32b
+  msm run --config configs/experiments/paper_cheese_qwen3_32b.py
+"""
+
+from pathlib import Path
+
+from msm_jax.config import load_config
+
+
+def get_config():
+  c = load_config(Path(__file__).with_name("paper_cheese_llama3_8b.py"))
+  c.base = "runs/imported/qwen3-32b"
+  return c
