@@ -5,7 +5,8 @@
 #   launch/tpu_pod.sh [FLAGS] setup                 # copy this checkout to every worker, pip install
 #   launch/tpu_pod.sh [FLAGS] run [--] msm ARGS...  # the same command on every worker, one log each
 #   launch/tpu_pod.sh [FLAGS] logs [--follow]       # tail the per-worker logs of the last run
-#   launch/tpu_pod.sh [FLAGS] ssh [--] [COMMAND...] # a shell (or one command) on --worker (default 0)
+#   launch/tpu_pod.sh [FLAGS] ssh [--] [COMMAND...] # a shell on --worker (default 0), or one
+#                                                   # command run there as `run` runs it
 #   launch/tpu_pod.sh [FLAGS] delete
 #
 # FLAGS (each also read from the environment variable named after it; flags win):
@@ -17,7 +18,7 @@
 #   --spot                MSM_SPOT=1           spot capacity
 #   --queued              MSM_QUEUED=1         create/delete through a queued resource
 #   --workers N           MSM_NUM_WORKERS      hosts in the slice (default: gcloud describe)
-#   --env VAR[,VAR..]     MSM_ENV              pass these local variables (or VAR=VALUE) to `run`
+#   --env VAR[,VAR..]     MSM_ENV              pass these local variables (or VAR=VALUE) on
 #   --worker N            MSM_WORKER           the worker for `ssh` (0) and `logs` (all)
 #   --log-dir DIR         MSM_LOG_DIR          runs/tpu-logs/NAME: worker-N.log per worker
 #   --remote-dir DIR      MSM_REMOTE_DIR       the project's directory under ~ on each worker
@@ -26,8 +27,9 @@
 # `run` exits nonzero, naming the failing worker(s), when any worker's command failed. It keeps
 # one ssh session per worker open for the whole run: start it from a machine that stays up.
 set -euo pipefail
+shopt -s inherit_errexit  # a failure inside $(...) stops the script too
 
-usage() { sed -n '2,28p' "$0"; }
+usage() { sed -n '2,/^set /{/^#/p}' "$0"; }
 die() { echo "tpu_pod.sh: $*" >&2; exit 2; }
 
 NAME=${MSM_TPU_NAME:-}
@@ -156,6 +158,13 @@ env_prefix() {
   [ -z "$out" ] || printf 'export%s && ' "$out"
 }
 
+# The command in REST as each worker runs it: in the project, pip's scripts on PATH, --env set.
+remote_command() {
+  local env
+  env=$(env_prefix)
+  printf '%s' "cd ~/$REMOTE_DIR && export PATH=\"\$HOME/.local/bin:\$PATH\" && $env$(quote_all "${REST[@]}")"
+}
+
 cmd_create() {
   local version spot=()
   version=${VERSION:-$(default_version)}
@@ -182,11 +191,10 @@ cmd_setup() {
 
 cmd_run() {
   [ ${#REST[@]} -gt 0 ] || die "run: no command given (e.g. run msm train --config ...)"
-  local n env remote i failed=() status
+  local n remote i failed=() status
   n=$(num_workers)
   [[ $n =~ ^[1-9][0-9]*$ ]] || die "worker count '$n' is not a positive number"
-  env=$(env_prefix)
-  remote="cd ~/$REMOTE_DIR && export PATH=\"\$HOME/.local/bin:\$PATH\" && $env$(quote_all "${REST[@]}")"
+  remote=$(remote_command)
   local ssh=(gcloud compute tpus tpu-vm ssh "$NAME" "${GCLOUD_FLAGS[@]}")
   if [ "$DRY_RUN" = 1 ]; then
     for ((i = 0; i < n; i++)); do x "${ssh[@]}" --worker="$i" --command="$remote"; done
@@ -230,8 +238,11 @@ cmd_logs() {
 }
 
 cmd_ssh() {
-  local command=()
-  [ ${#REST[@]} -eq 0 ] || command=(--command="$(quote_all "${REST[@]}")")
+  local command=() remote
+  if [ ${#REST[@]} -gt 0 ]; then
+    remote=$(remote_command)
+    command=(--command="$remote")
+  fi
   x gcloud compute tpus tpu-vm ssh "$NAME" "${GCLOUD_FLAGS[@]}" --worker="${WORKER:-0}" \
     "${command[@]}"
 }

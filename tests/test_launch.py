@@ -45,8 +45,8 @@ tail -n 20 -f '/x/logs/worker-*.log'
     "ssh": """\
 gcloud compute tpus tpu-vm ssh t1 --zone=us-east5-a --worker=0
 """,
-    "--worker 2 ssh -- ls -la '~'": """\
-gcloud compute tpus tpu-vm ssh t1 --zone=us-east5-a --worker=2 --command='ls -la '\\''~'\\'''
+    "--worker 2 --env BAR=1 ssh -- ls -la '~'": """\
+gcloud compute tpus tpu-vm ssh t1 --zone=us-east5-a --worker=2 --command='cd ~/msm-jax && export PATH="$HOME/.local/bin:$PATH" && export BAR=1 && ls -la '\\''~'\\'''
 """,
     "delete": """\
 gcloud compute tpus tpu-vm delete t1 --zone=us-east5-a --quiet
