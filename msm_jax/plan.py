@@ -126,11 +126,15 @@ def plan(cfg, devices, accelerator: str = "v5p") -> dict:
   return out
 
 
+def fits(p) -> bool:
+  return p["peak_bytes"] <= HEADROOM * p["hbm_bytes"]
+
+
 def suggest(cfg, p) -> list[str]:
-  """What to change when the peak exceeds the per-device HBM budget."""
-  budget = HEADROOM * p["hbm_bytes"]
-  if p["peak_bytes"] <= budget:
+  """What to change when the peak exceeds the per-device HBM budget (most effective first)."""
+  if fits(p):
     return []
+  budget = HEADROOM * p["hbm_bytes"]
   mesh, n, out = p["mesh"], p["devices"], []
   state = p["params_bytes"] + p["opt_state_bytes"]
   if state > 0.5 * budget and mesh["fsdp"] * mesh["tensor"] < n:
@@ -138,21 +142,27 @@ def suggest(cfg, p) -> list[str]:
                f"larger fsdp axis, e.g. --mesh data=1,fsdp={n // mesh['tensor']},"
                f"tensor={mesh['tensor']}")
   elif state > budget:
-    out.append(f"parameters + optimizer state alone ({_fmt(state)} per device) exceed the budget: "
-               f"more chips, a larger tensor axis, or LoRA")
-  if cfg.model.remat == "none":
+    out.append(f"parameters + optimizer state alone ({_fmt(state)} per device) exceed the "
+               "budget: more chips, a tensor axis, or LoRA")
+  if cfg.model.remat != "full":
     out.append("activations dominate the step: rematerialise the layers "
-               "(--config.model.remat=full, or save_dots to keep the matmul outputs)")
-  free = budget - p["argument_bytes"]
-  rows = int(cfg.batch_size) // (mesh["data"] * mesh["fsdp"] * int(cfg.microbatches))
-  if free > 0 and rows > 1:
-    k = int(cfg.microbatches)
-    while k * 2 <= int(cfg.batch_size) // (mesh["data"] * mesh["fsdp"]) and \
-        p["temp_bytes"] * int(cfg.microbatches) / k > free:
-      k *= 2
-    if k != int(cfg.microbatches):
-      out.append(f"accumulate gradients over microbatches: --config.microbatches={k} "
-                 f"(temporaries scale ~1/microbatches: about {_fmt(p['temp_bytes'] * int(cfg.microbatches) / k)})")
+               "(--config.model.remat=full" + (", or save_dots to keep the matmul outputs)"
+                                               if cfg.model.remat == "none" else ")"))
+  free, mb, shards = budget - p["argument_bytes"], int(cfg.microbatches), mesh["data"] * mesh["fsdp"]
+  k = mb
+  while (free > 0 and p["temp_bytes"] * mb / k > free and cfg.batch_size % (2 * k) == 0
+         and (cfg.batch_size // (2 * k)) % shards == 0):
+    k *= 2
+  if k != mb:
+    out.append(f"accumulate gradients over microbatches: --config.microbatches={k} "
+               f"(temporaries scale about 1/microbatches: ~{_fmt(p['temp_bytes'] * mb / k)})")
+  elif cfg.batch_size // mb == shards:
+    t = 4 * mesh["tensor"]
+    out.append(f"each device already holds one row of {cfg.seq_len} tokens (the floor for "
+               f"data/fsdp sharding): split rows over a tensor axis with a smaller global batch "
+               f"(--mesh data=1,fsdp={max(n // t, 1)},tensor={t} "
+               f"--config.batch_size={max(cfg.batch_size * mesh['tensor'] // t, 1)}), a "
+               f"shorter config.seq_len, or more chips")
   return out
 
 
@@ -186,7 +196,7 @@ def format_plan(cfg, p) -> str:
       f"{p['step_s_at_100_mfu']:.3g} s at 100% MFU, {p['step_s_at_100_mfu'] / 0.4:.3g} s at 40% "
       f"({p['tokens_per_step'] / p['step_s_at_100_mfu'] / p['devices']:.4g} tokens/s/chip at 100%)",
   ]
-  if p["suggestions"]:
+  if not fits(p):
     lines.append(f"DOES NOT FIT ({HEADROOM:.0%} of HBM budgeted); try:")
     lines += [f"  - {s}" for s in p["suggestions"]]
   else:
