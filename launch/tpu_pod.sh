@@ -2,7 +2,7 @@
 # Drive msm on a Cloud TPU VM or pod slice: create it, ship this tree, run, read logs, delete.
 #
 #   launch/tpu_pod.sh [FLAGS] create
-#   launch/tpu_pod.sh [FLAGS] setup                 # copy this checkout to every worker, pip install
+#   launch/tpu_pod.sh [FLAGS] setup                 # ship this checkout to every worker, install
 #   launch/tpu_pod.sh [FLAGS] run [--] msm ARGS...  # the same command on every worker, one log each
 #   launch/tpu_pod.sh [FLAGS] logs [--follow]       # tail the per-worker logs of the last run
 #   launch/tpu_pod.sh [FLAGS] ssh [--] [COMMAND...] # a shell on --worker (default 0), or one
@@ -162,7 +162,9 @@ env_prefix() {
 remote_command() {
   local env
   env=$(env_prefix)
-  printf '%s' "cd ~/$REMOTE_DIR && export PATH=\"\$HOME/.local/bin:\$PATH\" && $env$(quote_all "${REST[@]}")"
+  # shellcheck disable=SC2016  # $HOME and $PATH expand on the worker
+  printf 'cd ~/%s && export PATH="$HOME/.local/bin:$PATH" && %s%s' "$REMOTE_DIR" "$env" \
+    "$(quote_all "${REST[@]}")"
 }
 
 cmd_create() {
@@ -186,7 +188,10 @@ cmd_setup() {
     --exclude=__pycache__ .
   x gcloud compute tpus tpu-vm scp "$tarball" "$NAME:$REMOTE_DIR.tar.gz" "${GCLOUD_FLAGS[@]}" \
     --worker=all
-  x gcloud compute tpus tpu-vm ssh "$NAME" "${GCLOUD_FLAGS[@]}" --worker=all --command="mkdir -p ~/$REMOTE_DIR && tar -xzf ~/$REMOTE_DIR.tar.gz -C ~/$REMOTE_DIR && cd ~/$REMOTE_DIR && python3 -m pip install -q -e . \"jax[tpu]\""
+  # shellcheck disable=SC2088  # ~ expands on the worker
+  local dir="~/$REMOTE_DIR"
+  x gcloud compute tpus tpu-vm ssh "$NAME" "${GCLOUD_FLAGS[@]}" --worker=all --command="mkdir -p \
+$dir && tar -xzf $dir.tar.gz -C $dir && cd $dir && python3 -m pip install -q -e . \"jax[tpu]\""
 }
 
 cmd_run() {

@@ -42,6 +42,7 @@ from jax._src import xla_bridge
 from msm_jax import config as config_lib
 from msm_jax import sharding as shd
 from msm_jax.checkpoint import abstract_like
+from msm_jax.data.packing import FEATURES
 from msm_jax.flops import train_flops_per_token
 from msm_jax.model import ModelDef
 from msm_jax.train_step import StepFunctions
@@ -75,8 +76,7 @@ def _shard_bytes(shapes, shardings) -> int:
 
 def abstract_batch(cfg, sharding) -> dict:
   shape = (int(cfg.batch_size), int(cfg.seq_len))
-  return {k: jax.ShapeDtypeStruct(shape, np.int32, sharding=sharding)
-          for k in ("inputs", "targets", "segment_ids", "positions", "loss_mask")}
+  return {k: jax.ShapeDtypeStruct(shape, np.int32, sharding=sharding) for k in FEATURES}
 
 
 def compile_step(cfg, devices):
@@ -87,9 +87,7 @@ def compile_step(cfg, devices):
   steps = StepFunctions(cfg, model_def, mesh)
   state = abstract_like(_abstract_state(model_def, steps.tx), steps.state_shardings)
   batch = abstract_batch(cfg, shd.batch_sharding(mesh))
-  with shd.activate(mesh):
-    compiled = steps._train.lower(state, batch).compile()
-  return steps, state, batch, compiled
+  return steps, state, batch, steps.lower_train(state, batch).compile()
 
 
 def plan(cfg, devices, accelerator: str = "v5p") -> dict:
@@ -148,7 +146,8 @@ def suggest(cfg, p) -> list[str]:
     out.append("activations dominate the step: rematerialise the layers "
                "(--config.model.remat=full" + (", or save_dots to keep the matmul outputs)"
                                                if cfg.model.remat == "none" else ")"))
-  free, mb, shards = budget - p["argument_bytes"], int(cfg.microbatches), mesh["data"] * mesh["fsdp"]
+  free, mb = budget - p["argument_bytes"], int(cfg.microbatches)
+  shards = mesh["data"] * mesh["fsdp"]
   k = mb
   while (free > 0 and p["temp_bytes"] * mb / k > free and cfg.batch_size % (2 * k) == 0
          and (cfg.batch_size // (2 * k)) % shards == 0):
@@ -225,12 +224,17 @@ def _device_count(cfg, args) -> int:
   return math.prod(sizes)
 
 
+def _xla_flags(n: int) -> str:
+  """XLA_FLAGS with the simulated CPU device count set to n."""
+  flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "",
+                 os.environ.get("XLA_FLAGS", ""))
+  return f"{flags} --xla_force_host_platform_device_count={n}".strip()
+
+
 def _cpu_devices(n: int):
   """n CPU devices, or None when this process has fewer (the caller re-executes)."""
-  if not xla_bridge.backends_are_initialized():
-    flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "",
-                   os.environ.get("XLA_FLAGS", ""))
-    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+  if not xla_bridge.backends_are_initialized():  # not too late: JAX reads XLA_FLAGS at start-up
+    os.environ["XLA_FLAGS"] = _xla_flags(n)
   devices = jax.devices("cpu")
   return devices[:n] if len(devices) >= n else None
 
@@ -245,10 +249,8 @@ def _reexec(args) -> int:
   if args.json:
     argv += ["--json"]
   argv += [f"--config.{k}={v}" for k, v in args.config_overrides.items()]
-  flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "",
-                 os.environ.get("XLA_FLAGS", ""))
   env = {**os.environ, _CHILD_ENV: "1", "JAX_PLATFORMS": "cpu",
-         "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count={args.devices}".strip()}
+         "XLA_FLAGS": _xla_flags(args.devices)}
   return subprocess.call(argv, env=env)
 
 

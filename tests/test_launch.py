@@ -1,5 +1,6 @@
 """launch/tpu_pod.sh: the recorded gcloud invocations of every subcommand (--dry-run), a `run`
-over simulated workers through a stand-in `gcloud` on PATH, and shellcheck on every launch script."""
+over simulated workers through a stand-in `gcloud` on PATH, and shellcheck on every launch
+script."""
 
 import os
 import shlex

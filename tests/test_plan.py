@@ -3,8 +3,8 @@
 Margins: parameter and optimizer bytes must equal the live state buffers on a device exactly; the
 planned step memory (outputs - donated aliases + temporaries, over all devices) must be within
 15% of the measured growth of the process's peak resident memory while the real step runs
-(measured 2% off over 8 devices, 5-7% on one, on this machine). The measurement runs in a fresh process with glibc told to
-mmap every allocation over 64 KiB, so freed step buffers go back to the OS and each step's peak
+(measured 2% off over 8 devices, 5-7% on one, on this machine). The measurement runs in a fresh
+process with glibc told to mmap every allocation over 64 KiB, so freed step buffers go back to the OS and each step's peak
 is seen anew (with glibc's defaults a later step reuses retained memory and shows no growth).
 """
 
