@@ -195,6 +195,9 @@ def format_plan(cfg, p) -> str:
       f"{p['step_s_at_100_mfu']:.3g} s at 100% MFU, {p['step_s_at_100_mfu'] / 0.4:.3g} s at 40% "
       f"({p['tokens_per_step'] / p['step_s_at_100_mfu'] / p['devices']:.4g} tokens/s/chip at 100%)",
   ]
+  if not cfg.model.scan_layers and cfg.model.remat != "none":
+    lines.append("note: with scan_layers=False XLA:CPU's schedule may keep the activations remat "
+                 "would drop; plan with scan_layers=True")
   if not fits(p):
     lines.append(f"DOES NOT FIT ({HEADROOM:.0%} of HBM budgeted); try:")
     lines += [f"  - {s}" for s in p["suggestions"]]
