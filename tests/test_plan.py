@@ -10,12 +10,14 @@ is seen anew (with glibc's defaults a later step reuses retained memory and show
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 MARGIN = 0.15
@@ -62,6 +64,7 @@ def _measure():
           "live_opt_state": on_device0(state.opt_state), "growth": growth}
 
 
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
 def test_plan_of_tiny_matches_a_real_cpu_run():
   env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "JAX_PLATFORMS": "cpu"}
   proc = subprocess.run([sys.executable, __file__], capture_output=True, text=True, env=env,
@@ -83,6 +86,7 @@ def test_cli_plans_more_devices_than_this_process_has(capfd):
   """16 devices from a process with 8: the command re-executes itself with 16 simulated CPU
   devices. With fsdp over all 16, every parameter is split 16 ways (each has an `embed` axis)."""
   from msm_jax.cli import main
+  from msm_jax.plan import format_plan
   from msm_jax.model import ModelDef
   from msm_jax import config as config_lib
   assert len(jax.devices()) == 8
@@ -96,6 +100,11 @@ def test_cli_plans_more_devices_than_this_process_has(capfd):
   assert p["param_count"] == n_params and p["params_bytes"] * 16 == 4 * n_params
   assert p["tokens_per_step"] == 32 * cfg.seq_len
   assert p["step_s_at_100_mfu"] == p["flops_analytic"] / (16 * 918e12)
+  cfg.batch_size, cfg.microbatches = 32, 2
+  text = format_plan(cfg, p)
+  assert "on 16 devices (data=1, fsdp=16, tensor=1), batch 32 x 64 tokens" in text
+  assert re.search(rf"\n  parameters +{p['params_bytes'] / 2**20:.2f} MiB\n", text)
+  assert text.endswith("fits within 90% of HBM")
 
 
 def test_suggestions_when_the_budget_is_exceeded():
