@@ -15,7 +15,9 @@ count=N`, set before JAX starts: the command re-executes itself when JAX is alre
 fewer CPU devices). A concrete mesh is needed because memory analysis comes from `.compile()`;
 `jax.sharding.AbstractMesh` lowers but cannot compile. State bytes transfer to TPU/GPU exactly;
 temporaries are XLA:CPU's fusion and scheduling, so on an accelerator treat them as an estimate
-(tests/test_plan.py checks the CPU figures against a real run on configs/tiny.py).
+(tests/test_plan.py checks the CPU figures against a real run on configs/tiny.py). The command
+plans with `model.materialize_grads` off: it is a CPU-only speed-up ("auto" leaves it off on
+TPU/GPU) that makes XLA keep extra gradients.
 
 FLOPs per step are the analytic model FLOPs of `flops.py` (what MFU counts) and XLA's own count
 of the compiled per-device program (`cost_analysis()["flops"]` x devices, which includes the
@@ -271,6 +273,9 @@ def _run_plan(args) -> int:
     cfg.stage = args.stage
   if args.mesh:
     cfg.mesh.update(parse_mesh(args.mesh))
+  if cfg.model.materialize_grads in (True, "auto"):
+    with cfg.model.ignore_type():  # the chips planned for run without it (see the docstring)
+      cfg.model.materialize_grads = False
   args.devices = _device_count(cfg, args)
   devices = _cpu_devices(args.devices)
   if devices is None:

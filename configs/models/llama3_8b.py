@@ -15,7 +15,6 @@ def get_config():
   c.learning_rate = 1e-4
   c.weight_decay = 0.01
   c.model.update(vocab_size=128256, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8,
-                 mlp_dim=14336, tie_embeddings=False, rope_theta=500000.0, compute_dtype="bfloat16",
-                 materialize_grads=False)
+                 mlp_dim=14336, tie_embeddings=False, rope_theta=500000.0, compute_dtype="bfloat16")
   c.mesh.update(data=1, fsdp=-1, tensor=1)
   return c
