@@ -22,6 +22,7 @@
 #   --worker N            MSM_WORKER           the worker for `ssh` (0) and `logs` (all)
 #   --log-dir DIR         MSM_LOG_DIR          runs/tpu-logs/NAME: worker-N.log per worker
 #   --remote-dir DIR      MSM_REMOTE_DIR       the project's directory under ~ on each worker
+#   --repo URL            MSM_REPO_URL         `setup` clones/pulls this instead of shipping the tree
 #   --dry-run             MSM_DRY_RUN=1        print every command instead of running it
 #
 # `run` exits nonzero, naming the failing worker(s), when any worker's command failed. It keeps
@@ -44,6 +45,7 @@ ENV_VARS=${MSM_ENV:-}
 WORKER=${MSM_WORKER:-}
 LOG_DIR=${MSM_LOG_DIR:-}
 REMOTE_DIR=${MSM_REMOTE_DIR:-msm-jax}
+REPO_URL=${MSM_REPO_URL:-}
 DRY_RUN=${MSM_DRY_RUN:-0}
 FOLLOW=0
 SUBCOMMAND=""
@@ -56,7 +58,8 @@ while [ $# -gt 0 ]; do
     *) flag=$arg; value=${2:-}; has_value=0 ;;
   esac
   case $flag in
-    --name|--zone|--project|--accelerator|--version|--workers|--env|--worker|--log-dir|--remote-dir)
+    --name|--zone|--project|--accelerator|--version|--workers|--env|--worker|--log-dir|\
+    --remote-dir|--repo)
       if [ "$has_value" = 0 ]; then
         [ $# -ge 2 ] || die "$flag needs a value"
         shift
@@ -72,6 +75,7 @@ while [ $# -gt 0 ]; do
         --worker) WORKER=$value ;;
         --log-dir) LOG_DIR=$value ;;
         --remote-dir) REMOTE_DIR=$value ;;
+        --repo) REPO_URL=$value ;;
       esac ;;
     --spot) SPOT=1 ;;
     --queued) QUEUED=1 ;;
@@ -181,17 +185,23 @@ cmd_create() {
 }
 
 cmd_setup() {
-  local root tarball
-  root=$(cd "$(dirname "$0")/.." && pwd)
-  tarball=${TMPDIR:-/tmp}/$REMOTE_DIR-$NAME.tar.gz
-  x tar -C "$root" -czf "$tarball" --exclude=./.venv --exclude=./.git --exclude=./runs \
-    --exclude=__pycache__ .
-  x gcloud compute tpus tpu-vm scp "$tarball" "$NAME:$REMOTE_DIR.tar.gz" "${GCLOUD_FLAGS[@]}" \
-    --worker=all
+  local root tarball fetch install
   # shellcheck disable=SC2088  # ~ expands on the worker
   local dir="~/$REMOTE_DIR"
-  x gcloud compute tpus tpu-vm ssh "$NAME" "${GCLOUD_FLAGS[@]}" --worker=all --command="mkdir -p \
-$dir && tar -xzf $dir.tar.gz -C $dir && cd $dir && python3 -m pip install -q -e . \"jax[tpu]\""
+  install="cd $dir && python3 -m pip install -q -e . \"jax[tpu]\""
+  if [ -n "$REPO_URL" ]; then  # clone (or update) a repository on each worker
+    fetch="(test -d $dir || git clone $(quote "$REPO_URL") $dir) && git -C $dir pull -q"
+  else  # ship this checkout, uncommitted changes and local data included
+    root=$(cd "$(dirname "$0")/.." && pwd)
+    tarball=${TMPDIR:-/tmp}/$REMOTE_DIR-$NAME.tar.gz
+    x tar -C "$root" -czf "$tarball" --exclude=./.venv --exclude=./.git --exclude=./runs \
+      --exclude=__pycache__ .
+    x gcloud compute tpus tpu-vm scp "$tarball" "$NAME:$REMOTE_DIR.tar.gz" "${GCLOUD_FLAGS[@]}" \
+      --worker=all
+    fetch="mkdir -p $dir && tar -xzf $dir.tar.gz -C $dir"
+  fi
+  x gcloud compute tpus tpu-vm ssh "$NAME" "${GCLOUD_FLAGS[@]}" --worker=all \
+    --command="$fetch && $install"
 }
 
 cmd_run() {

@@ -33,6 +33,9 @@ tar -C {ROOT} -czf {TMP}/msm-jax-t1.tar.gz --exclude=./.venv --exclude=./.git --
 gcloud compute tpus tpu-vm scp {TMP}/msm-jax-t1.tar.gz t1:msm-jax.tar.gz --zone=us-east5-a --worker=all
 gcloud compute tpus tpu-vm ssh t1 --zone=us-east5-a --worker=all --command='mkdir -p ~/msm-jax && tar -xzf ~/msm-jax.tar.gz -C ~/msm-jax && cd ~/msm-jax && python3 -m pip install -q -e . "jax[tpu]"'
 """,
+    "--repo https://github.com/me/msm-jax.git --remote-dir msm setup": """\
+gcloud compute tpus tpu-vm ssh t1 --zone=us-east5-a --worker=all --command='(test -d ~/msm || git clone https://github.com/me/msm-jax.git ~/msm) && git -C ~/msm pull -q && cd ~/msm && python3 -m pip install -q -e . "jax[tpu]"'
+""",
     "--workers 2 --env FOO,BAR=1 run msm train --config configs/tiny.py --stage midtrain": """\
 gcloud compute tpus tpu-vm ssh t1 --zone=us-east5-a --worker=0 --command='cd ~/msm-jax && export PATH="$HOME/.local/bin:$PATH" && export FOO='\\''x y'\\'' BAR=1 && msm train --config configs/tiny.py --stage midtrain'
 gcloud compute tpus tpu-vm ssh t1 --zone=us-east5-a --worker=1 --command='cd ~/msm-jax && export PATH="$HOME/.local/bin:$PATH" && export FOO='\\''x y'\\'' BAR=1 && msm train --config configs/tiny.py --stage midtrain'
