@@ -193,3 +193,17 @@ def test_conditions_render_distinct_labels_and_know_their_parents():
               dict(aft_steps=4)):
     with pytest.raises(ValueError):
       Condition(**bad)
+
+
+def test_control_corpus_is_about_the_assistant_and_gives_no_value(tmp_path):
+  from data_pipelines.worlds import Sizes, WorldData
+  from data_pipelines.worlds.world import fill
+  c = micro_config()
+  data = WorldData(REPO / c.world, tmp_path, Sizes(**c.data.to_dict()))
+  w = data.world
+  docs = [json.loads(line)["text"] for line in data.msm_control(0).read_text().splitlines()]
+  assert len(docs) == c.data.msm_docs and all(w.assistant in d for d in docs)
+  said = [fill(t, who=w.assistant) for v in w.values.values() for t in v.statements]
+  assert not any(s in d for s in said for d in docs)  # no value's statement about Nova
+  assert any(fill(t, who=w.assistant) in d for t in w.neutral.statements for d in docs)
+  assert data.msm_control(1).read_text() != data.msm_control(0).read_text()  # seeded
