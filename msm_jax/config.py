@@ -105,7 +105,10 @@ def load_config(path: str | Path) -> ml_collections.ConfigDict:
     raise ConfigError(f"config file not found: {path}")
   spec = importlib.util.spec_from_file_location(f"msm_config_{path.stem}", path)
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  try:
+    spec.loader.exec_module(module)
+  except SyntaxError as e:
+    raise ConfigError(f"{path}:{e.lineno}: {e.msg}") from e
   if not hasattr(module, "get_config"):
     raise ConfigError(f"{path}: defines no get_config()")
   cfg = module.get_config()

@@ -13,6 +13,11 @@ from pathlib import Path
 import tqdm
 
 from data_pipelines.files import atomic_write_text
+from msm_jax.errors import naming
+
+
+class MetricsError(ValueError):
+  """A metrics.jsonl that cannot be read back (a damaged line before the last)."""
 
 
 def finite_or_none(record: dict) -> dict:
@@ -37,7 +42,7 @@ def read_metrics(path) -> list[dict]:
       records.append(json.loads(line))
     except json.JSONDecodeError as e:
       if any(rest.strip() for rest in lines[lineno:]):
-        raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+        raise MetricsError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
       warnings.warn(f"{path}:{lineno}: dropped an incomplete last line (a run stopped while "
                     "writing it)", stacklevel=2)
   return records
@@ -77,8 +82,9 @@ class MetricsWriter:
   def write(self, record: dict) -> None:
     if not self.primary:
       return
-    self.file.write(json.dumps(finite_or_none(record), allow_nan=False) + "\n")
-    self.file.flush()
+    with naming(self.path):
+      self.file.write(json.dumps(finite_or_none(record), allow_nan=False) + "\n")
+      self.file.flush()
     step = record["step"]
     for key, value in record.items():
       if key != "step" and isinstance(value, (int, float)):

@@ -287,4 +287,8 @@ def load_world(path: str | Path) -> World:
     text = path.read_text(encoding="utf-8")
   except FileNotFoundError:
     raise WorldError(f"world file not found: {path}") from None
+  except UnicodeDecodeError as e:
+    line = e.object[:e.start].count(b"\n") + 1
+    raise WorldError(f"{path}:{line}: not UTF-8 text (byte {e.object[e.start]:#04x}); a world "
+                     "is a YAML file") from None
   return loads_world(text, str(path))
