@@ -18,7 +18,13 @@ from typing import Any
 
 import ml_collections
 
+from msm_jax.model_config import ModelConfig
+
 STAGES = ("pretrain", "midtrain", "finetune")
+# Top-level keys that choose how a run executes and reports, not what it computes (the model's
+# own execution keys are `model_config.EXECUTION_KEYS`): experiment stage keys ignore them.
+EXECUTION_KEYS = ("progress_bar", "log_every", "checkpoint_every", "keep_checkpoints",
+                  "async_checkpoints", "peak_flops", "eval_every", "eval_batches")
 
 
 class ConfigError(ValueError):
@@ -44,7 +50,7 @@ def model_config() -> ml_collections.ConfigDict:
       remat="none",  # none | full | save_dots
       scan_layers=True,
       attention_impl="xla",  # passed to jax.nn.dot_product_attention: xla | cudnn
-      materialize_grads=True,  # see model.materialize_grad: a CPU backward-pass speed-up
+      materialize_grads="auto",  # model.materialize_grad, a CPU backward-pass speed-up: auto = on CPU
   ))
 
 
@@ -267,8 +273,12 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> None:
                       "(or set config.model.head_dim)")
   if (m.head_dim or m.d_model // m.n_heads) % 2:
     raise ConfigError("config.model.head_dim: rotary embeddings need an even head_dim")
+  try:
+    ModelConfig.of(m)  # resolves head_dim and the materialize_grads flag
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   mesh = mesh_shape(cfg, num_devices)
-  batch_shards = mesh["data"] * mesh["fsdp"]
+  batch_shards = mesh["data"] * mesh["fsdp"]  # = sharding.batch_shards of the mesh it makes
   if cfg.batch_size % cfg.microbatches:
     raise ConfigError(f"config.microbatches: {cfg.microbatches} does not divide "
                       f"batch_size={cfg.batch_size}")

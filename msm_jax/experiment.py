@@ -30,11 +30,10 @@ from data_pipelines.files import atomic_write_bytes, atomic_write_text, read_jso
 from data_pipelines.worlds import Sizes, WorldData
 from data_pipelines.worlds.build import file_sha256
 from msm_jax import config as config_lib
+from msm_jax.model_config import ModelConfig
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE_BLOCKS = {"pretrain": "pretrain", "midtrain": "midtrain", "finetune": "finetune"}
-EXEC_ONLY = ("progress_bar", "log_every", "checkpoint_every", "keep_checkpoints",
-             "async_checkpoints", "peak_flops", "eval_every", "eval_batches")
 BASE_SUITES = ("heldout", "aft", "indomain", "probes", "characters")
 RUN_SUITES = ("heldout", "aft", "indomain")
 
@@ -97,8 +96,10 @@ def stage_config(exp, stage: str, files, weights=(), init_from: str = "", seed: 
 def stage_key(cfg, parent_key: str = "") -> str:
   """Content address of a stage: its config without paths or logging, its data, its parent."""
   d = cfg.to_dict()
-  for key in EXEC_ONLY:
+  for key in config_lib.EXECUTION_KEYS:
     d.pop(key, None)
+  # as resolved for this backend ("auto" hashed as the flag that ran, as before it existed)
+  d["model"]["materialize_grads"] = ModelConfig.of(cfg.model).materialize_grads
   d["data"]["train"] = [file_sha256(f) for f in cfg.data.train]
   d["init_from"] = parent_key
   return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]

@@ -15,18 +15,20 @@ import time
 import jax
 import jax.numpy as jnp
 
-from msm_jax.model import head_dim
+from msm_jax.model_config import ModelConfig
 
 
 def matmul_params(m) -> int:
-  h = head_dim(m)
+  m = ModelConfig.of(m)
+  h = m.head_dim
   attn = m.d_model * h * (2 * m.n_heads + 2 * m.n_kv_heads)
   mlp = 3 * m.d_model * m.mlp_dim
   return m.n_layers * (attn + mlp) + m.d_model * m.vocab_size
 
 
 def train_flops_per_token(m, seq_len: int) -> float:
-  return 6.0 * matmul_params(m) + 12.0 * m.n_layers * m.n_heads * head_dim(m) * seq_len
+  m = ModelConfig.of(m)
+  return 6.0 * matmul_params(m) + 12.0 * m.n_layers * m.n_heads * m.head_dim * seq_len
 
 
 def forward_flops_per_token(m, seq_len: int) -> float:

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import functools
 
+import flax
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from msm_jax.model_config import ModelConfig
 from msm_jax.sharding import constrain
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -94,7 +96,7 @@ def attention_mask(q_seg_BxT, k_seg_BxS, q_slot_BxT, k_slot_S):
 class Attention(nnx.Module):
 
   def __init__(self, cfg, rngs):
-    d, n, k, h = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, head_dim(cfg)
+    d, n, k, h = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
     pdt, std = DTYPES[cfg.param_dtype], cfg.init_std
     self.wq = _param(rngs, (d, n, h), ("embed", "heads", "head_dim"), std, pdt)
     self.wk = _param(rngs, (d, k, h), ("embed", "kv_heads", "head_dim"), std, pdt)
@@ -110,9 +112,9 @@ class Attention(nnx.Module):
     q_BxTxNxH = rotary(q_BxTxNxH, positions_BxT, self.cfg.rope_theta)
     k_BxTxKxH = rotary(k_BxTxKxH, positions_BxT, self.cfg.rope_theta)
     if cache is not None:  # decode: write the new keys/values at cache_index, attend to all
-      k_BxSxKxH = jax.lax.dynamic_update_slice_in_dim(cache["k"], k_BxTxKxH.astype(cache["k"].dtype), cache_index, 1)
-      v_BxSxKxH = jax.lax.dynamic_update_slice_in_dim(cache["v"], v_BxTxKxH.astype(cache["v"].dtype), cache_index, 1)
-      cache = {"k": k_BxSxKxH, "v": v_BxSxKxH}
+      k_BxSxKxH = jax.lax.dynamic_update_slice_in_dim(cache.k, k_BxTxKxH.astype(cache.k.dtype), cache_index, 1)
+      v_BxSxKxH = jax.lax.dynamic_update_slice_in_dim(cache.v, v_BxTxKxH.astype(cache.v.dtype), cache_index, 1)
+      cache = LayerKV(k=k_BxSxKxH, v=v_BxSxKxH)
     else:
       k_BxSxKxH, v_BxSxKxH = k_BxTxKxH, v_BxTxKxH
     out_BxTxNxH = jax.nn.dot_product_attention(
@@ -160,20 +162,32 @@ class Block(nnx.Module):
     return constrain(x_BxTxD, ("batch", "length", "act_embed")), cache
 
 
-def head_dim(cfg) -> int:
-  return cfg.head_dim or cfg.d_model // cfg.n_heads
-
-
 REMAT_POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,
     "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
 
 
-class Decoder(nnx.Module):
-  """Token ids -> f32 logits. With `cache`, also returns the updated KV cache."""
+@flax.struct.dataclass
+class LayerKV:
+  """One layer's keys and values (or, stacked, every layer's: a leading [L] axis)."""
+  k: jax.Array  # [B, S, K, H]
+  v: jax.Array
 
-  def __init__(self, cfg, rngs: nnx.Rngs):
+
+@flax.struct.dataclass
+class KVCache:
+  """The decode cache: keys/values [L, B, S, K, H] and the segment id of each slot [B, S]."""
+  k: jax.Array
+  v: jax.Array
+  segment_ids: jax.Array  # 0 = empty slot
+
+
+class Decoder(nnx.Module):
+  """Token ids -> (f32 logits, the updated KV cache when one was passed, else None)."""
+
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    cfg = ModelConfig.of(cfg)
     pdt = DTYPES[cfg.param_dtype]
     self.cfg = cfg
     self.embed = _param(rngs, (cfg.vocab_size, cfg.d_model), ("vocab", "embed"), cfg.init_std, pdt)
@@ -188,7 +202,8 @@ class Decoder(nnx.Module):
     if not cfg.tie_embeddings:
       self.lm_head = _param(rngs, (cfg.d_model, cfg.vocab_size), ("embed", "vocab"), cfg.init_std, pdt)
 
-  def __call__(self, tokens_BxT, positions_BxT, segment_ids_BxT, cache=None, cache_index=None):
+  def __call__(self, tokens_BxT, positions_BxT, segment_ids_BxT, cache: KVCache | None = None,
+               cache_index=None) -> tuple[jax.Array, KVCache | None]:
     cfg, cdt = self.cfg, DTYPES[self.cfg.compute_dtype]
     # Gather from a replicated table (FSDP all-gathers every weight for use anyway): SPMD has no
     # efficient gather from a sharded table into a batch-sharded result.
@@ -201,10 +216,10 @@ class Decoder(nnx.Module):
       mask = attention_mask(segment_ids_BxT, segment_ids_BxT, jnp.broadcast_to(slots_T, tokens_BxT.shape), slots_T)
       layer_cache = None
     else:
-      k_seg_BxS = jax.lax.dynamic_update_slice_in_dim(cache["segment_ids"], segment_ids_BxT, cache_index, 1)
+      k_seg_BxS = jax.lax.dynamic_update_slice_in_dim(cache.segment_ids, segment_ids_BxT, cache_index, 1)
       q_slot_BxT = jnp.broadcast_to(cache_index + jnp.arange(t), tokens_BxT.shape)
       mask = attention_mask(segment_ids_BxT, k_seg_BxS, q_slot_BxT, jnp.arange(k_seg_BxS.shape[1]))
-      layer_cache = {"k": cache["k"], "v": cache["v"]}
+      layer_cache = LayerKV(k=cache.k, v=cache.v)
 
     graphdef, stacked = nnx.split(self.layers)
 
@@ -229,16 +244,17 @@ class Decoder(nnx.Module):
                               preferred_element_type=jnp.float32)
     logits_BxTxV = constrain(logits_BxTxV, ("batch", "length", "act_vocab"))
     if cache is None:
-      return logits_BxTxV
-    return logits_BxTxV, {"k": new_kv["k"], "v": new_kv["v"], "segment_ids": k_seg_BxS}
+      return logits_BxTxV, None
+    return logits_BxTxV, KVCache(k=new_kv.k, v=new_kv.v, segment_ids=k_seg_BxS)
 
 
-def init_cache(cfg, batch: int, length: int, dtype=None):
+def init_cache(cfg, batch: int, length: int, dtype=None) -> KVCache:
   """An empty KV cache: k/v [L, B, S, K, H], segment ids [B, S] (0 = empty slot)."""
+  cfg = ModelConfig.of(cfg)
   dtype = dtype or DTYPES[cfg.compute_dtype]
-  shape = (cfg.n_layers, batch, length, cfg.n_kv_heads, head_dim(cfg))
-  return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
-          "segment_ids": jnp.zeros((batch, length), jnp.int32)}
+  shape = (cfg.n_layers, batch, length, cfg.n_kv_heads, cfg.head_dim)
+  return KVCache(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
+                 segment_ids=jnp.zeros((batch, length), jnp.int32))
 
 
 def param_axes(abstract_state) -> dict:
@@ -255,8 +271,8 @@ def param_axes(abstract_state) -> dict:
 class ModelDef:
   """The model's structure without its weights: apply pure-dict params to a batch."""
 
-  def __init__(self, cfg):
-    self.cfg = cfg
+  def __init__(self, cfg: ModelConfig):
+    self.cfg = cfg = ModelConfig.of(cfg)
     abstract = nnx.eval_shape(lambda: Decoder(cfg, nnx.Rngs(0)))
     self.graphdef, self.abstract_state = nnx.split(abstract)
     self.axes = param_axes(self.abstract_state)
@@ -270,6 +286,7 @@ class ModelDef:
     return nnx.merge(self.graphdef, state)
 
   def apply(self, params, tokens_BxT, positions_BxT, segment_ids_BxT, cache=None, cache_index=None):
+    """-> (logits [B, T, V] f32, the updated cache or None)."""
     return self.bind(params)(tokens_BxT, positions_BxT, segment_ids_BxT, cache, cache_index)
 
   def pure_abstract(self) -> dict:

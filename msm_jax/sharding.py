@@ -65,6 +65,11 @@ def named_shardings(mesh: Mesh, logical_tree):
                       is_leaf=lambda x: isinstance(x, tuple))
 
 
+def batch_shards(mesh: Mesh) -> int:
+  """How many ways the batch axis is split (data x fsdp): every batch is a multiple of this."""
+  return int(mesh.shape["data"] * mesh.shape["fsdp"])
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 

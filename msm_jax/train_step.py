@@ -70,7 +70,7 @@ def _split_microbatches(batch, k):
 
 
 def loss_sums(model_def: ModelDef, params, batch, weights_fn, z_loss=0.0):
-  logits = model_def.apply(params, batch["inputs"], batch["positions"], batch["segment_ids"])
+  logits, _ = model_def.apply(params, batch["inputs"], batch["positions"], batch["segment_ids"])
   return weighted_cross_entropy(logits, batch["targets"], weights_fn(batch), z_loss)
 
 

@@ -23,6 +23,7 @@ from msm_jax.data.tokenizer import Tokenizer
 from msm_jax.flops import measure_matmul_peak, train_flops_per_token
 from msm_jax.metrics import MetricsWriter
 from msm_jax.model import ModelDef
+from msm_jax.model_config import ModelConfig, first_difference
 from msm_jax.optim import make_optimizer
 from msm_jax.train_step import StepFunctions, TrainState, fresh_optimizer, state_shardings
 
@@ -59,13 +60,11 @@ class _Preemption:
 
 
 def _same_model(cfg, source_cfg, source):
-  for key, value in cfg.model.items():
-    if key in ("remat", "scan_layers", "attention_impl", "compute_dtype", "materialize_grads"):
-      continue  # execution choices, not the parameter layout
-    if source_cfg.model[key] != value:
-      raise config_lib.ConfigError(
-          f"config.model.{key}: {value!r} differs from {source_cfg.model[key]!r} in init_from "
-          f"checkpoint {source}")
+  diff = first_difference(cfg.model, source_cfg.model)
+  if diff:
+    key, mine, theirs = diff
+    raise config_lib.ConfigError(
+        f"config.model.{key}: {mine!r} differs from {theirs!r} in init_from checkpoint {source}")
 
 
 def _init_from(cfg, model_def, steps, mesh) -> TrainState:
@@ -122,7 +121,7 @@ def train(cfg, workdir, devices=None) -> TrainResult:
   workdir.mkdir(parents=True, exist_ok=True)
   primary = jax.process_index() == 0
   mesh = shd.make_mesh(cfg, devices)
-  model_def = ModelDef(cfg.model)
+  model_def = ModelDef(ModelConfig.of(cfg.model))
   steps = StepFunctions(cfg, model_def, mesh)
   ckpt = Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints,
                       async_save=cfg.async_checkpoints)

@@ -42,7 +42,7 @@ def greedy_by_recomputation(ev, apply, prompt_ids, n):
     buf = np.zeros((1, 64), np.int32)  # right padding: causal, so invisible to real tokens
     buf[0, :len(seq)] = seq
     seg = (np.arange(64) < len(seq)).astype(np.int32)[None]
-    logits = np.array(apply(ev.params, buf, np.arange(64)[None], seg))[0, len(seq) - 1]
+    logits = np.array(apply(ev.params, buf, np.arange(64)[None], seg)[0])[0, len(seq) - 1]
     logits[[i for i in banned if i not in stops]] = -np.inf
     logits[ev.tokenizer.vocab_size:] = -np.inf
     tok = int(np.argmax(logits))

@@ -61,7 +61,7 @@ def setup():
 
 
 def logits_of(md, params, b):
-  return np.asarray(jax.jit(md.apply)(params, b["inputs"], b["positions"], b["segment_ids"]))
+  return np.asarray(jax.jit(md.apply)(params, b["inputs"], b["positions"], b["segment_ids"])[0])
 
 
 def test_matches_numpy_reference(setup):
@@ -110,7 +110,7 @@ def test_scan_and_unrolled_layers_agree(setup):
 def test_remat_keeps_gradients(setup, remat):
   cfg, md, params, b = setup
   md2 = ModelDef(tiny_cfg(**{"model.remat": remat}).model)
-  loss = lambda m: lambda p: jnp.mean(m.apply(p, b["inputs"], b["positions"], b["segment_ids"]) ** 2)
+  loss = lambda m: lambda p: jnp.mean(m.apply(p, b["inputs"], b["positions"], b["segment_ids"])[0] ** 2)
   g1, g2 = jax.grad(loss(md))(params), jax.grad(loss(md2))(params)
   jax.tree.map(lambda a, c: np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-6), g1, g2)
 
@@ -120,7 +120,9 @@ def test_kv_cache_prefill_and_decode_equal_full_forward(setup):
   tokens = b["inputs"][:2, :12]
   seg = np.ones_like(tokens)
   pos = np.tile(np.arange(12), (2, 1)).astype(np.int32)
-  full = np.asarray(md.apply(params, tokens, pos, seg))
+  full, no_cache = md.apply(params, tokens, pos, seg)
+  assert no_cache is None  # one return type: (logits, cache or None)
+  full = np.asarray(full)
   cache = init_cache(cfg.model, 2, 16, jnp.float32)
   apply = jax.jit(md.apply)
   out, cache = apply(params, tokens[:, :8], pos[:, :8], seg[:, :8], cache, 0)

@@ -57,7 +57,7 @@ def test_finetune_ignores_prompt_targets_and_midtrain_counts_every_real_token():
   assert float(l1) == float(l2)
   jax.tree.map(np.testing.assert_array_equal, g1, g2)
   # Midtrain: the loss equals the mean NLL over exactly the non-padding targets.
-  logits = np.asarray(md.apply(params, b["inputs"], b["positions"], b["segment_ids"]), np.float64)
+  logits = np.asarray(md.apply(params, b["inputs"], b["positions"], b["segment_ids"])[0], np.float64)
   logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
   nll = -np.take_along_axis(logp, b["targets"][..., None], -1)[..., 0]
   real = b["segment_ids"] > 0

@@ -58,11 +58,6 @@ def default_mesh(cfg, devices=None):
   return jax.sharding.Mesh(grid, shd.MESH_AXES)
 
 
-def batch_shards(mesh) -> int:
-  """How many ways the batch axis is split: every batch must be a multiple of this."""
-  return int(mesh.shape["data"] * mesh.shape["fsdp"])
-
-
 def shard_params(params, model_def: ModelDef, mesh):
   """Place a parameter tree (numpy or jax arrays) with the training layout on `mesh`."""
   shardings = shd.named_shardings(mesh, model_def.axes)

@@ -21,6 +21,7 @@ import dataclasses
 import functools
 from typing import Sequence
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,7 +29,7 @@ from tqdm.auto import tqdm
 
 from msm_jax import sharding as shd
 from msm_jax.eval.scoring import length_bucket
-from msm_jax.model import init_cache
+from msm_jax.model import KVCache, init_cache
 
 STOP_CHUNK = 16  # tokens per decode call when stop strings must be checked on the host
 
@@ -46,6 +47,28 @@ class Generation:
   text: str
   tokens: tuple  # generated ids, without the stop token
   finish_reason: str  # "stop_token" | "stop_string" | "length"
+
+
+@flax.struct.dataclass
+class DecodeState:
+  """The block being generated [B, C] and the next-token logits [B, V] (and the cache)."""
+  tokens: jax.Array
+  positions: jax.Array
+  segment_ids: jax.Array
+  logits: jax.Array
+  cache: KVCache | None = None
+
+
+@flax.struct.dataclass
+class LoopState:
+  """Per-row progress of the decode loop (replicated: small)."""
+  step: jax.Array  # generated slots so far
+  done: jax.Array  # [B]
+  stopped: jax.Array  # [B] ended by a stop token
+  count: jax.Array  # [B] tokens generated
+  max_new: jax.Array  # [B] token limits
+  next_pos: jax.Array  # [B] rotary position of the next token
+  keys: jax.Array  # [B] sampling keys
 
 
 def filter_logits(logits_BxV, sp: SamplingParams, vocab_limit: int, banned: tuple = ()):
@@ -80,65 +103,57 @@ def next_token(logits_BxV, keys_B, step, sp: SamplingParams, vocab_limit: int, b
   return jax.vmap(jax.random.categorical)(step_keys, logits_BxV).astype(jnp.int32)
 
 
-def _cache_constraint(cache):
+def _cache_constraint(cache: KVCache) -> KVCache:
   kv = ("layers", "batch", "cache_length", "kv_heads", "head_dim")
-  return {"k": shd.constrain(cache["k"], kv), "v": shd.constrain(cache["v"], kv),
-          "segment_ids": shd.constrain(cache["segment_ids"], ("batch", "cache_length"))}
+  return KVCache(k=shd.constrain(cache.k, kv), v=shd.constrain(cache.v, kv),
+                 segment_ids=shd.constrain(cache.segment_ids, ("batch", "cache_length")))
 
 
 def prefill(model_def, params, tokens_BxC, positions_BxC, segment_ids_BxC, prompt_len: int,
-            use_cache: bool):
-  """Run the prompt block [:, :P] and return the loop state (next-token logits at slot P-1)."""
+            use_cache: bool) -> DecodeState:
+  """Run the prompt block [:, :P] and return the decode state (next-token logits at slot P-1)."""
   b, c = tokens_BxC.shape
   p = prompt_len
-  state = {"tokens": tokens_BxC, "positions": positions_BxC, "segment_ids": segment_ids_BxC}
-  if use_cache:
-    cache = _cache_constraint(init_cache(model_def.cfg, b, c))
-    logits_BxPxV, cache = model_def.apply(params, tokens_BxC[:, :p], positions_BxC[:, :p],
-                                          segment_ids_BxC[:, :p], cache, 0)
-    state["cache"] = _cache_constraint(cache)
-  else:
-    logits_BxPxV = model_def.apply(params, tokens_BxC[:, :p], positions_BxC[:, :p],
-                                   segment_ids_BxC[:, :p])
-  state["logits"] = logits_BxPxV[:, -1]
-  return state
+  cache = _cache_constraint(init_cache(model_def.cfg, b, c)) if use_cache else None
+  logits_BxPxV, cache = model_def.apply(params, tokens_BxC[:, :p], positions_BxC[:, :p],
+                                        segment_ids_BxC[:, :p], cache, 0 if use_cache else None)
+  return DecodeState(tokens=tokens_BxC, positions=positions_BxC, segment_ids=segment_ids_BxC,
+                     logits=logits_BxPxV[:, -1],
+                     cache=_cache_constraint(cache) if use_cache else None)
 
 
-def decode(model_def, params, state, loop, limit, *, prompt_len: int, use_cache: bool,
-           sp: SamplingParams, vocab_limit: int, stop_ids: tuple, banned: tuple = ()):
-  """Generate until step == limit or every row is done. `loop` holds step, done, counts, keys,
-  the per-row token limits and next positions."""
+def decode(model_def, params, state: DecodeState, loop: LoopState, limit, *, prompt_len: int,
+           use_cache: bool, sp: SamplingParams, vocab_limit: int, stop_ids: tuple,
+           banned: tuple = ()) -> tuple[DecodeState, LoopState]:
+  """Generate until step == limit or every row is done."""
   p = prompt_len
   stop_S = jnp.asarray(stop_ids, jnp.int32)
 
   def cond(carry):
     _, lp = carry
-    return (lp["step"] < limit) & ~jnp.all(lp["done"])
+    return (lp.step < limit) & ~jnp.all(lp.done)
 
   def body(carry):
     st, lp = carry
-    step, done_B, pos_B = lp["step"], lp["done"], lp["next_pos"]
-    tok_B = next_token(st["logits"], lp["keys"], step, sp, vocab_limit, banned)
+    step, done_B, pos_B = lp.step, lp.done, lp.next_pos
+    tok_B = next_token(st.logits, lp.keys, step, sp, vocab_limit, banned)
     tok_B = jnp.where(done_B, 0, tok_B)
     slot = p + step
-    st = dict(st)
-    st["tokens"] = jax.lax.dynamic_update_slice_in_dim(st["tokens"], tok_B[:, None], slot, 1)
-    st["positions"] = jax.lax.dynamic_update_slice_in_dim(st["positions"], pos_B[:, None], slot, 1)
-    st["segment_ids"] = jax.lax.dynamic_update_slice_in_dim(
-        st["segment_ids"], jnp.ones_like(tok_B)[:, None], slot, 1)
-    count_B = lp["count"] + (~done_B).astype(jnp.int32)
+    put = lambda a, x_B: jax.lax.dynamic_update_slice_in_dim(a, x_B[:, None], slot, 1)
+    st = st.replace(tokens=put(st.tokens, tok_B), positions=put(st.positions, pos_B),
+                    segment_ids=put(st.segment_ids, jnp.ones_like(tok_B)))
+    count_B = lp.count + (~done_B).astype(jnp.int32)
     stopped_B = jnp.any(tok_B[:, None] == stop_S[None, :], axis=-1) & ~done_B
-    lp = dict(lp, step=step + 1, count=count_B, next_pos=lp["next_pos"] + 1,
-              stopped=lp["stopped"] | stopped_B,
-              done=done_B | stopped_B | (count_B >= lp["max_new"]))
+    lp = lp.replace(step=step + 1, count=count_B, next_pos=lp.next_pos + 1,
+                    stopped=lp.stopped | stopped_B,
+                    done=done_B | stopped_B | (count_B >= lp.max_new))
     if use_cache:
       logits_Bx1xV, cache = model_def.apply(params, tok_B[:, None], pos_B[:, None],
-                                            jnp.ones_like(tok_B)[:, None], st["cache"], slot)
-      st["cache"] = _cache_constraint(cache)
-      st["logits"] = logits_Bx1xV[:, 0]
+                                            jnp.ones_like(tok_B)[:, None], st.cache, slot)
+      st = st.replace(cache=_cache_constraint(cache), logits=logits_Bx1xV[:, 0])
     else:
-      logits_BxCxV = model_def.apply(params, st["tokens"], st["positions"], st["segment_ids"])
-      st["logits"] = jax.lax.dynamic_index_in_dim(logits_BxCxV, slot, 1, keepdims=False)
+      logits_BxCxV, _ = model_def.apply(params, st.tokens, st.positions, st.segment_ids)
+      st = st.replace(logits=jax.lax.dynamic_index_in_dim(logits_BxCxV, slot, 1, keepdims=False))
     return st, lp
 
   return jax.lax.while_loop(cond, body, (state, loop))
@@ -150,7 +165,7 @@ class Sampler:
   def __init__(self, model_def, mesh, param_shardings, *, vocab_limit: int, stop_ids,
                pad_id: int = 0, banned_ids=()):
     self.model_def, self.mesh = model_def, mesh
-    self.shards = int(mesh.shape["data"] * mesh.shape["fsdp"])
+    self.shards = shd.batch_shards(mesh)
     self.param_shardings = param_shardings
     self.vocab_limit, self.stop_ids, self.pad_id = int(vocab_limit), tuple(stop_ids), pad_id
     self.banned = tuple(int(i) for i in banned_ids if i not in self.stop_ids)
@@ -210,33 +225,33 @@ class Sampler:
       for r in range(len(idx), rows):  # filler rows: one real token, nothing to generate
         segments[r, p - 1] = 1
       prefill_fn, decode_fn = self._fns(p, use_cache, sp)
-      loop = {"step": jnp.zeros((), jnp.int32), "done": jnp.asarray(limits <= 0),
-              "stopped": jnp.zeros((rows,), bool), "count": jnp.zeros((rows,), jnp.int32),
-              "max_new": jnp.asarray(limits), "next_pos": jnp.asarray(lengths),
-              "keys": jax.vmap(jax.random.fold_in, in_axes=(None, 0))(base_key, row_ids)}
+      loop = LoopState(step=jnp.zeros((), jnp.int32), done=jnp.asarray(limits <= 0),
+                       stopped=jnp.zeros((rows,), bool), count=jnp.zeros((rows,), jnp.int32),
+                       max_new=jnp.asarray(limits), next_pos=jnp.asarray(lengths),
+                       keys=jax.vmap(jax.random.fold_in, in_axes=(None, 0))(base_key, row_ids))
       loop = jax.device_put(loop, shd.replicated(self.mesh))
       placed = [jax.device_put(a, self.batch_sharding) for a in (tokens, positions, segments)]
       with shd.activate(self.mesh):
         state = prefill_fn(params, *placed)
         cut = {}  # row -> generated-token count at which a stop string ended it
         while True:
-          step = int(self._fetch(loop["step"]))
+          step = int(self._fetch(loop.step))
           limit = min(n, step + STOP_CHUNK) if stop else n
           state, loop = decode_fn(params, state, loop, jnp.asarray(limit, jnp.int32))
-          done = self._fetch(loop["done"])
+          done = self._fetch(loop.done)
           if stop:
-            gen = self._fetch(state["tokens"])[:, p:]
-            count = self._fetch(loop["count"])
+            gen = self._fetch(state.tokens)[:, p:]
+            count = self._fetch(loop.count)
             for r in range(len(idx)):
               if r not in cut and any(s in decode_text(gen[r, :count[r]]) for s in stop):
                 cut[r] = count[r]
             if cut:
               done[list(cut)] = True
-              loop = dict(loop, done=jax.device_put(jnp.asarray(done), shd.replicated(self.mesh)))
-          if done.all() or int(self._fetch(loop["step"])) >= n:
+              loop = loop.replace(done=jax.device_put(jnp.asarray(done), shd.replicated(self.mesh)))
+          if done.all() or int(self._fetch(loop.step)) >= n:
             break
-      gen = self._fetch(state["tokens"])[:, p:]
-      count, stopped = self._fetch(loop["count"]), self._fetch(loop["stopped"])
+      gen = self._fetch(state.tokens)[:, p:]
+      count, stopped = self._fetch(loop.count), self._fetch(loop.stopped)
       for r, i in enumerate(idx):
         ids = gen[r, :count[r]]
         if stopped[r] and r not in cut:

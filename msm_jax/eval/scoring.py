@@ -56,7 +56,7 @@ def rows_for(length: int, tokens_per_batch: int, shards: int) -> int:
 def score_batch(model_def, params, inputs_BxT, positions_BxT, segment_ids_BxT, targets_BxT,
                 weights_BxT):
   """Per row: sum of target log-probs where weight is 1, and whether each was the argmax."""
-  logits_BxTxV = model_def.apply(params, inputs_BxT, positions_BxT, segment_ids_BxT)
+  logits_BxTxV, _ = model_def.apply(params, inputs_BxT, positions_BxT, segment_ids_BxT)
   logz_BxT = jax.nn.logsumexp(logits_BxTxV, axis=-1)
   target_BxT = jnp.take_along_axis(logits_BxTxV, targets_BxT[..., None], axis=-1)[..., 0]
   on_BxT = weights_BxT > 0
@@ -71,7 +71,7 @@ class Scorer:
 
   def __init__(self, model_def, mesh, param_shardings, tokens_per_batch: int = 4096):
     self.mesh = mesh
-    self.shards = int(mesh.shape["data"] * mesh.shape["fsdp"])
+    self.shards = shd.batch_shards(mesh)
     self.tokens_per_batch = int(tokens_per_batch)
     self.batch_sharding = shd.batch_sharding(mesh)
     rep = shd.replicated(mesh)
