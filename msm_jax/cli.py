@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     message = errors.describe(e)
     if message is None or errors.show_traceback("--traceback" in argv):
       raise
+    errors.finish_threads()
     print(f"msm: error: {message}", file=sys.stderr)
     return errors.EXIT_USER_ERROR
 

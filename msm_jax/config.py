@@ -212,7 +212,8 @@ _WEIGHTS = (lambda v: isinstance(v, (tuple, list)) and all(
             "a tuple of finite weights >= 0")
 _DTYPE = _one_of("float32", "bfloat16", "float16")
 
-# Every leaf of base_config(): the test it must pass and how the test reads in an error.
+# Every leaf of base_config() but model.materialize_grads (true | false | auto, checked by
+# ModelConfig.of): the test it must pass, and how that test reads in an error.
 FIELD_RULES = {
     "steps": _int(1), "batch_size": _int(1), "seq_len": _int(1), "microbatches": _int(1),
     "log_every": _int(1), "checkpoint_every": _int(1), "keep_checkpoints": _int(1),
@@ -235,7 +236,7 @@ FIELD_RULES = {
     "model.init_std": _num(lambda v: v > 0, "> 0"),
     "model.param_dtype": _DTYPE, "model.compute_dtype": _DTYPE,
     "model.remat": _one_of("none", "full", "save_dots"), "model.scan_layers": _BOOL,
-    "model.attention_impl": _one_of("xla", "cudnn"), "model.materialize_grads": _BOOL,
+    "model.attention_impl": _one_of("xla", "cudnn"),  # materialize_grads: ModelConfig.of
     "mesh.data": (lambda v: isinstance(v, int) and (v >= 1 or v == -1), "a size >= 1 or -1"),
     "mesh.fsdp": (lambda v: isinstance(v, int) and (v >= 1 or v == -1), "a size >= 1 or -1"),
     "mesh.tensor": (lambda v: isinstance(v, int) and (v >= 1 or v == -1), "a size >= 1 or -1"),

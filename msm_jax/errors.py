@@ -19,6 +19,8 @@ import contextlib
 import errno
 import os
 import sys
+import threading
+import time
 
 EXIT_USER_ERROR = 2
 
@@ -108,6 +110,17 @@ def naming(path):
     if not e.filename:
       e.filename = str(path)
     raise
+
+
+def finish_threads(timeout_s: float = 60.0) -> None:
+  """Let background (non-daemon) threads finish before a user error exits. Orbax starts one
+  as soon as a checkpoint manager exists (it sweeps temporary directories; a save runs in
+  another): if the interpreter begins shutting down first, each dies spewing "cannot schedule
+  new futures after interpreter shutdown" under the one-line error, and a save is lost."""
+  deadline = time.monotonic() + timeout_s
+  for t in threading.enumerate():
+    if t is not threading.current_thread() and not t.daemon and t.is_alive():
+      t.join(max(0.0, deadline - time.monotonic()))
 
 
 def show_traceback(flag: bool) -> bool:
