@@ -7,8 +7,8 @@ endpoint; a full disk or a path that cannot be read or written) prints
 
 to stderr and exits 2. Anything else is a bug and keeps its traceback. `msm --traceback ...` or
 MSM_TRACEBACK=1 shows the traceback of user errors too. The error classes are named here as
-strings, so `msm --help` imports none of their (heavy) modules; a module that is not installed
-is skipped.
+strings and looked up among the loaded modules, so reporting an error imports nothing (an
+error cannot come from a module that was never loaded).
 
 Each subcommand raises; only `msm_jax.cli.main` turns a user error into its line and exit code.
 """
@@ -73,11 +73,13 @@ def user_error_types() -> tuple[type, ...]:
 
 
 def _chain(exc: BaseException):
+  """`exc` and what it was raised from (`raise ... from`). Not the implicit `__context__`: a
+  bug inside an `except FileNotFoundError:` block must keep its traceback."""
   seen = set()
   while exc is not None and id(exc) not in seen:
     seen.add(id(exc))
     yield exc
-    exc = exc.__cause__ or exc.__context__
+    exc = exc.__cause__
 
 
 def describe(exc: BaseException) -> str | None:
