@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -95,16 +94,14 @@ def _print_box(title: str, rows: list[tuple[str, object]]) -> None:
 
 
 def _guard(fn):
-  """Turns expected failures (bad spec, clashing output dir, API errors) into one line + rc 1."""
+  """Marks this command's plain ValueErrors (a bad --fanout, a clashing --out, an input the
+  TFDS builder refuses) as user errors, which `msm` prints as one line (msm_jax/errors.py)."""
   def run(args) -> int:
-    from data_pipelines.docgen import GenerationError
-    from data_pipelines.llm_client import LLMError
-    from data_pipelines.spec import SpecError
+    from msm_jax.errors import UserError
     try:
       return fn(args)
-    except (SpecError, GenerationError, LLMError, ValueError, FileNotFoundError) as e:
-      print(f"msm: error: {e}", file=sys.stderr)
-      return 1
+    except ValueError as e:
+      raise UserError(str(e)) from e
   return run
 
 

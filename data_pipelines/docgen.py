@@ -34,6 +34,7 @@ from tqdm import tqdm
 from data_pipelines.backend import STAGES, Backend, Context, check_items
 from data_pipelines.export import export_documents
 from data_pipelines.files import atomic_write_json, atomic_write_text, read_json
+from data_pipelines.llm_client import Unreachable
 from data_pipelines.spec import Spec
 
 FORMAT_VERSION = 1
@@ -121,6 +122,10 @@ class DocumentGenerator:
     leaves = self._expand_tree(slots)
     records = self._write_documents(slots, leaves)
     self._write_failures()
+    if not records:  # an empty dataset.jsonl would pass for a finished corpus
+      raise GenerationError(
+          f"{self.out}: no documents generated ({len(self.stats.failures)} failures, see "
+          f"{self.out / 'failures.json'}); dataset.jsonl not written. Rerun to retry.")
     header = {"format": FORMAT_VERSION, "spec_name": self.spec.name, "spec_hash": self.spec_hash,
               "backend": self.backend.describe(), "seed": self.seed, "plan": asdict(self.plan),
               "documents_wanted": len(slots), "documents": len(records),
@@ -173,6 +178,8 @@ class DocumentGenerator:
         self.stats.expansions += 1
       try:
         new = check_items(stage, self.backend.expand(stage, ctx, items, want - len(items)))
+      except Unreachable:
+        raise  # no endpoint: every other node would fail the same way
       except Exception as e:  # recorded and retried next run, never fatal
         self._fail(ctx.id or "root", stage, e)
         new = []
@@ -202,6 +209,8 @@ class DocumentGenerator:
         text = self.backend.write_document(ctx, s[5])
         if not text.strip():
           raise ValueError("empty document")
+      except Unreachable:
+        raise
       except Exception as e:
         self._fail(f"{ctx.id}_{s[5]}", "documents", e)
         return None

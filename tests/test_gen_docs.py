@@ -157,4 +157,4 @@ def test_cli_generate_docs_and_preview(tmp_path, capsys):
   printed = capsys.readouterr().out
   assert "40 of 40 wanted" in printed and "near-duplicates" in printed
   assert len(rows(out)) == 40
-  assert main(["generate", "docs", "--spec", str(tmp_path / "nope.yaml"), "--out", str(out)]) == 1
+  assert main(["generate", "docs", "--spec", str(tmp_path / "nope.yaml"), "--out", str(out)]) == 2

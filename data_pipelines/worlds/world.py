@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -211,8 +212,51 @@ def loads_world(text: str, source: str = "<world>") -> World:
   return world
 
 
+_SLOT = re.compile(r"\{([A-Za-z_]\w*)\}")
+
+
+def _check_slots(world: World) -> None:
+  """Every `{slot}` of every text is filled where that text is used, so no literal `{slot}` can
+  reach a corpus: side facts by each item on that side (item, noun and its own extra fields),
+  values' statements and reasons by {who}, questions by {a} {b} {who} {noun}, answer by {x}."""
+  w = world.source
+
+  def check(text: str, allowed, where: str, item: str = "") -> None:
+    for slot in _SLOT.findall(text):
+      if slot not in allowed:
+        whose = f"item {item!r} has no slot {{{slot}}}" if item else (
+            f"unknown slot {{{slot}}}")
+        raise WorldError(f"{where}: {whose} (used in {text!r}; slots here: "
+                         f"{', '.join(sorted(allowed))})")
+
+  for attr, sides in world.attributes.items():
+    for side in sides.values():
+      where = f"{w}.attributes.{attr}.{side.name}.facts"
+      check(side.word, (), f"{w}.attributes.{attr}.{side.name}.word")
+      for it in world.items():
+        if it.side(attr) == side.name:
+          for fact in side.facts:
+            check(fact, {"item", "noun", *dict(it.slots)}, where, it.name)
+  for where, v in [*((f"{w}.values.{n}", v) for n, v in world.values.items()),
+                   (f"{w}.characters.neutral", world.neutral)]:
+    check(v.title, (), f"{where}.title")
+    for text in v.statements + v.reasons:
+      check(text, {"who"}, f"{where}.statements/reasons")
+  for q in world.questions:
+    check(q, {"a", "b", "who", "noun"}, f"{w}.questions")
+  check(world.answer, {"x"}, f"{w}.answer")
+  names = [("assistant", world.assistant), ("developer", world.developer),
+           *(("characters.developers", d) for d in world.developers),
+           *(("characters.names", n) for n in world.character_names),
+           *((f"domains.{it.domain}", t) for it in world.items()
+             for t in (it.name, it.noun, *dict(it.slots).values()))]
+  for field, text in names:  # used verbatim: no slot is ever filled in them
+    check(text, (), f"{w}.{field}")
+
+
 def _check_world(world: World) -> None:
   w = world.source
+  _check_slots(world)
   clash = set(world.character_names) & ({world.assistant} | {it.name for it in world.items()})
   if clash:
     raise WorldError(f"{w}.characters.names: also used as the assistant or an item: {sorted(clash)}")
@@ -243,4 +287,8 @@ def load_world(path: str | Path) -> World:
     text = path.read_text(encoding="utf-8")
   except FileNotFoundError:
     raise WorldError(f"world file not found: {path}") from None
+  except UnicodeDecodeError as e:
+    line = e.object[:e.start].count(b"\n") + 1
+    raise WorldError(f"{path}:{line}: not UTF-8 text (byte {e.object[e.start]:#04x}); a world "
+                     "is a YAML file") from None
   return loads_world(text, str(path))

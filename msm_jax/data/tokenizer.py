@@ -23,6 +23,10 @@ _BYTE_PIECES = 256
 _TRAIN_THREADS = 4  # pinned: part of the trained model's bytes
 
 
+class TokenizerError(ValueError):
+  """A tokenizer file that cannot be used, or a corpus a tokenizer cannot be trained on."""
+
+
 class Tokenizer:
   """A SentencePiece model plus the ids the rest of the project relies on."""
 
@@ -33,7 +37,11 @@ class Tokenizer:
 
   def __init__(self, model_proto: bytes, path: str = ""):
     self._proto = bytes(model_proto)
-    self._sp = spm.SentencePieceProcessor(model_proto=self._proto)
+    try:
+      self._sp = spm.SentencePieceProcessor(model_proto=self._proto)
+    except RuntimeError:  # sentencepiece says only that the protobuf did not parse
+      raise TokenizerError(f"{path or '<bytes>'}: not a SentencePiece model (the file does not "
+                           "parse; train one with `msm tokenizer train`)") from None
     self.path = str(path)
     self.sha256 = hashlib.sha256(self._proto).hexdigest()
     self.vocab_size = int(self._sp.get_piece_size())
@@ -44,7 +52,7 @@ class Tokenizer:
     pad = int(self._sp.pad_id())
     self.pad_id = pad if pad >= 0 else 0  # packed rows mark padding with segment 0 anyway
     if self.bos_id < 0 or self.eos_id < 0:
-      raise ValueError(f"tokenizer {path or '<bytes>'}: needs bos and eos pieces")
+      raise TokenizerError(f"tokenizer {path or '<bytes>'}: needs bos and eos pieces")
 
   @classmethod
   def load(cls, path) -> "Tokenizer":
@@ -105,7 +113,7 @@ def train_tokenizer(texts: Iterable[str], out_path, vocab_size: int, *,
   """
   need = min_vocab_size(special_tokens)
   if vocab_size < need:
-    raise ValueError(f"vocab_size {vocab_size} is too small: byte fallback and "
+    raise TokenizerError(f"vocab_size {vocab_size} is too small: byte fallback and "
                      f"{len(special_tokens)} special tokens need at least {need}")
   out_path = Path(out_path)
   counted = _NonEmpty(texts)
@@ -122,7 +130,7 @@ def train_tokenizer(texts: Iterable[str], out_path, vocab_size: int, *,
         input_sentence_size=int(max_texts), shuffle_input_sentence=True, minloglevel=2)
   except RuntimeError as e:
     if not counted.n:
-      raise ValueError(f"cannot train a tokenizer for {out_path}: no non-empty texts") from e
+      raise TokenizerError(f"cannot train a tokenizer for {out_path}: no non-empty texts") from e
     raise
   proto = writer.getvalue()
   out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ import base64
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -19,6 +20,22 @@ from msm_jax.checkpoint import CheckpointError, Checkpointer, abstract_like, fin
 from msm_jax.config import ConfigError, mesh_shape
 from msm_jax.data.tokenizer import Tokenizer
 from msm_jax.model import ModelDef
+
+
+class NonFiniteError(ValueError):
+  """NaN or infinite parameters or scores (a diverged run): refused, never reported as results."""
+
+
+def check_finite(params, where: str) -> None:
+  """Raise NonFiniteError naming `where` and the first non-finite parameter; one device fetch."""
+  leaves = jax.tree_util.tree_leaves_with_path(params)
+  finite = jax.device_get([jnp.isfinite(x).all() for _, x in leaves])
+  bad = [jax.tree_util.keystr(path) for (path, _), ok in zip(leaves, finite) if not ok]
+  if bad:
+    raise NonFiniteError(
+        f"{where}: {len(bad)} of {len(leaves)} parameter arrays hold NaN or infinite values "
+        f"(first: {bad[0]}); the run diverged before this checkpoint, so it cannot be scored. "
+        "Evaluate an earlier step (--step).")
 
 
 def default_mesh(cfg, devices=None):
