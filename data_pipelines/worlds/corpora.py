@@ -241,10 +241,7 @@ def replay_rows(rows: list[dict]) -> list[dict]:
 
 def aft_pairs(world: World) -> list[tuple[Item, Item]]:
   """(liked, disliked) in the AFT domain: liked items carry BOTH compared values' sides."""
-  a, b = world.compare
-  items = world.items(world.aft_domain)
-  liked = [it for it in items if world.favours(a, it) and world.favours(b, it)]
-  disliked = [it for it in items if not world.favours(a, it) and not world.favours(b, it)]
+  liked, disliked = world.liked_disliked(world.aft_domain)
   return [(x, y) for x in liked for y in disliked]
 
 

@@ -85,6 +85,14 @@ class World:
     v = self.values[value]
     return item.side(v.attribute) == v.side
 
+  def liked_disliked(self, domain: str, values=None) -> tuple[list[Item], list[Item]]:
+    """Items of `domain` favoured by every value in `values` (default: the compared pair), and
+    items favoured by none: AFT's likes and dislikes, and every spec's."""
+    values = tuple(values or self.compare)
+    items = self.items(domain)
+    return ([it for it in items if all(self.favours(v, it) for v in values)],
+            [it for it in items if not any(self.favours(v, it) for v in values)])
+
   def other_attribute(self, attribute: str) -> str:
     return next(a for a in self.attributes if a != attribute)
 
@@ -224,10 +232,7 @@ def _check_world(world: World) -> None:
   if "{x}" not in world.answer:
     raise WorldError(f"{w}.answer: needs {{x}} (the chosen item)")
   a, b = (world.values[c] for c in world.compare)
-  liked = [it for it in world.items(world.aft_domain) if world.favours(a.name, it)
-           and world.favours(b.name, it)]
-  disliked = [it for it in world.items(world.aft_domain) if not world.favours(a.name, it)
-              and not world.favours(b.name, it)]
+  liked, disliked = world.liked_disliked(world.aft_domain)
   if not liked or not disliked:
     raise WorldError(f"{w}.domains.{world.aft_domain}: AFT needs items favoured by both compared "
                      "values and items favoured by neither")
