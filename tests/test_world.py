@@ -14,7 +14,8 @@ from data_pipelines.worlds import VARIANTS, WORLDS_DIR, WorldData, WorldError, l
 from data_pipelines.worlds.corpora import Sizes, aft_chats, chat_as_text, roster
 from data_pipelines.worlds.specs import assistant_spec
 from data_pipelines.worlds.suites import build_suites
-from data_pipelines.worlds.world import loads_world
+from data_pipelines.worlds.world import fill, loads_world
+from tests.helpers import assert_questions_held_back
 
 WORLDS = sorted(WORLDS_DIR.glob("*.yaml"))
 SMALL = Sizes(chat_per_value=2, declared_per_value=1, neutral=1, fact_docs=40, character_docs=3,
@@ -106,6 +107,21 @@ def test_suites(built):
   assert {i["domain"] for i in suites["characters"]} == kinds - {"neutral"}
 
 
+def test_heldout_novel_asks_the_heldout_pairs_in_held_back_phrasings(built):
+  data, paths = built
+  world = data.world
+  suites = build_suites(world, SMALL)
+  plain, novel = suites["heldout"], suites["heldout_novel"]
+  assert [i["options"] for i in novel] == [i["options"] for i in plain]
+  assert [i["id"].split("/", 1)[1] for i in novel] == [i["id"].split("/", 1)[1] for i in plain]
+  nouns = {world.items(d)[0].noun for d in world.held_out_domains}
+  filled = {fill(q, who=world.assistant, noun=n): q for q in world.novel_questions for n in nouns}
+  assert {i["prompt"] for i in novel} <= set(filled)
+  assert {filled[i["prompt"]] for i in novel} == set(world.novel_questions)
+  assert not {i["prompt"] for i in novel} & {i["prompt"] for i in plain}
+  assert_questions_held_back(world, paths)
+
+
 def test_build_is_deterministic_and_cached(built, tmp_path):
   data, paths = built
   again = WorldData(data.world_file, tmp_path, SMALL)
@@ -155,6 +171,8 @@ def test_chat_text_tokenises_like_the_chat_template(tmp_path):
     (("aft_domain: cheese", "aft_domain: nowhere"), "aft_domain"),
     (('"Do you prefer {a} or {b}, {who}?"', '"{who}, do you prefer {a} or {b}?"'), "space"),
     (("{name: Colby, origin: american", "{name: Colby, origin: martian"), "items[4].origin"),
+    (("answer:", 'novel_questions: ["Do you prefer {a} or {b}, {who}?"]\nanswer:'),
+     "not held back"),
 ])
 def test_world_errors_name_the_field(patch, message):
   text = (WORLDS_DIR / "cheese.yaml").read_text()
