@@ -23,6 +23,9 @@ def add_generate_parser(subparsers) -> None:
                     help="children per node: domains,subdomains,assertions,doc types,ideas "
                          "(default: smallest balanced fan-out holding --num-docs)")
   docs.add_argument("--docs-per-idea", type=int, default=1)
+  docs.add_argument("--stratified", action="store_true",
+                    help="template backend: every spec section gets floor(N/sections) documents "
+                         "or one more (default: each domain samples its sections)")
   docs.set_defaults(func=run_docs)
   aft = sub.add_parser("aft", help="chat demonstrations of the spec (for alignment fine-tuning)")
   _common(aft)
@@ -127,7 +130,13 @@ def run_docs(args) -> int:
   spec = _load(args)
   plan = (Plan.parse(args.fanout, args.docs_per_idea) if args.fanout
           else Plan.for_count(args.num_docs, args.docs_per_idea))
-  if args.backend == "llm":
+  if args.stratified:
+    if args.backend != "template" or args.fanout:
+      raise ValueError("--stratified needs the template backend and its own plan (no --fanout)")
+    from data_pipelines.template.backend import TemplateBackend
+    plan = Plan.stratified(args.num_docs, len(spec.clauses()), docs_per_idea=args.docs_per_idea)
+    client, backend = None, TemplateBackend(spec, args.seed, stratify_domains=plan.domains)
+  elif args.backend == "llm":
     from data_pipelines.llm_backend import LLMBackend
     client = _client(args)
     backend = LLMBackend(spec, client)

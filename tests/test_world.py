@@ -7,11 +7,13 @@ building is deterministic; chats written as text tokenise like the chat template
 
 import json
 import re
+from collections import Counter
 
 import pytest
 
 from data_pipelines.worlds import VARIANTS, WORLDS_DIR, WorldData, WorldError, load_world
-from data_pipelines.worlds.corpora import Sizes, aft_chats, chat_as_text, roster
+from data_pipelines.worlds.corpora import (Sizes, aft_chats, chat_as_text, generate_documents,
+                                           roster)
 from data_pipelines.worlds.specs import assistant_spec
 from data_pipelines.worlds.suites import build_suites
 from data_pipelines.worlds.world import fill, loads_world
@@ -120,6 +122,23 @@ def test_heldout_novel_asks_the_heldout_pairs_in_held_back_phrasings(built):
   assert {filled[i["prompt"]] for i in novel} == set(world.novel_questions)
   assert not {i["prompt"] for i in novel} & {i["prompt"] for i in plain}
   assert_questions_held_back(world, paths)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_spec_section_gets_its_share_of_documents(variant, tmp_path):
+  """Largest remainder over the spec's clauses: floor(N / C) documents each, N mod C of them one
+  more; sampled sections left `specific`'s own section without documents on seeds 0 and 2."""
+  world = load_world(WORLDS_DIR / "cheese.yaml")
+  n = 101  # 101 mod C leaves 3, 10, 1 and 11 clauses one document more, variant by variant
+  for value in world.compare:
+    spec = assistant_spec(world, value, variant)
+    titles = [c.title for c in spec.clauses()]
+    for seed in (0, 1, 2):
+      rows = generate_documents(spec, tmp_path / f"{value}-{seed}", n, seed, stratified=True)
+      count = Counter(r["section"] for r in rows)
+      assert set(count) == set(titles) and len(rows) == n
+      q, r = divmod(n, len(titles))
+      assert sorted(count.values()) == [q] * (len(titles) - r) + [q + 1] * r, (value, seed)
 
 
 def test_build_is_deterministic_and_cached(built, tmp_path):
