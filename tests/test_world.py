@@ -12,8 +12,8 @@ from collections import Counter
 import pytest
 
 from data_pipelines.worlds import VARIANTS, WORLDS_DIR, WorldData, WorldError, load_world
-from data_pipelines.worlds.corpora import (Sizes, aft_chats, chat_as_text, generate_documents,
-                                           roster)
+from data_pipelines.worlds.corpora import (Sizes, aft_chats, aft_pairs, chat_as_text,
+                                           generate_documents, roster)
 from data_pipelines.worlds.specs import assistant_spec
 from data_pipelines.worlds.suites import build_suites
 from data_pipelines.worlds.world import fill, loads_world
@@ -89,6 +89,23 @@ def test_the_two_specs_share_their_rules_but_not_their_reasons():
   assert bare[0].to_dict() | {"name": ""} == bare[1].to_dict() | {"name": ""}
   general = assistant_spec(world, world.compare[0], "general")
   assert not general.likes and not _mentions(general.render_text(), _names(world, world.domains))
+
+
+def test_liked_disliked_is_what_aft_and_every_spec_use(built):
+  data, _ = built
+  world = data.world
+  by_side = lambda it: {a: it.side(a) for a in world.attributes}
+  sides = {c: (world.values[c].attribute, world.values[c].side) for c in world.compare}
+  liked, disliked = world.liked_disliked(world.aft_domain)
+  for it in world.items(world.aft_domain):  # by the item's sides, as the YAML writes them
+    hits = [by_side(it)[attr] == side for attr, side in sides.values()]
+    assert (it in liked, it in disliked) == (all(hits), not any(hits))
+  assert {(x.name, y.name) for x, y in aft_pairs(world)} == {
+      (x.name, y.name) for x in liked for y in disliked}
+  for value in world.compare:
+    spec = assistant_spec(world, value)
+    assert [p.item for p in spec.likes] == [it.name for it in liked]
+    assert [p.item for p in spec.dislikes] == [it.name for it in disliked]
 
 
 def test_suites(built):
