@@ -26,6 +26,7 @@ from data_pipelines.template import phrases as P
 from data_pipelines.template.compose import Writer
 from data_pipelines.template.doc_types import DOC_TYPES, DOC_TYPES_BY_KEY
 
+
 class TemplateBackend(Backend):
   name = "template"
 

@@ -120,6 +120,7 @@ def fact_answer_prefix(item: Item) -> str:
 
 STRATA = 5  # document settings ("domains") of a stratified corpus: as Plan.for_count(3000) has
 
+
 def generate_documents(spec: Spec, out_dir: Path, num_docs: int, seed: int,
                        stratified: bool = False) -> list[dict]:
   """`num_docs` template-backend documents about `spec` (resumable: the generator's own tree).
