@@ -14,11 +14,14 @@ each compared value (cheese's `country`, tea's `town` and `city`).
 
 Randomised by the seed: every name (assistant, developers, characters, items, places, the
 attributes' side words and value nouns: pronounceable pseudo-words from a syllable generator,
-never a word of the document templates, so no name doubles as ordinary prose); which fact,
-statement and reason phrasings each side and value gets, from banks below; the domain nouns
+never an English word nor one of the document templates, so no name doubles as ordinary prose);
+which fact phrasings each side gets besides "X is <word>." and "X is a <word> <noun>." (3 from a
+bank, naming the place on a slotted side), which title and reasons each value gets (its
+statements follow cheese's four patterns); the domain nouns
 (drawn from a pool of ordinary nouns); how many attributes carry a place slot (1 or 2) and how
-many places each has; the held-out domains' item sides and order. Same seed, same bytes; the
-text is checked by the loader before it is written. Never imports jax or msm_jax.
+many places each has; the held-out domains' item sides and order. Same seed, same bytes (for
+one version of the document templates and of `english-words`, which decide what words a name
+may not be); the text is checked by the loader before it is written. No jax, no msm_jax.
 """
 
 from __future__ import annotations
