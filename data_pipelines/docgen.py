@@ -65,6 +65,21 @@ class Plan:
     raise AssertionError("unreachable")
 
   @classmethod
+  def stratified(cls, num_docs: int, sections: int, domains: int = 5,
+                 docs_per_idea: int = 1) -> "Plan":
+    """`domains` x `sections` subdomains, for a backend that spreads the spec's sections over
+    them evenly (`TemplateBackend(stratify_domains=domains)`), with the stages below grown one
+    at a time until the plan holds `num_docs`. The domain count does not grow with `num_docs`,
+    so a top-up keeps the tree a fresh run of the larger count would build."""
+    f = {"domains": domains, "subdomains": max(1, sections), "assertions": 1, "doc_types": 1,
+         "ideas": 1}
+    for stage in itertools.cycle(STAGES[2:]):
+      if math.prod(f.values()) * docs_per_idea >= num_docs:
+        return cls(**f, docs_per_idea=docs_per_idea)
+      f[stage] += 1
+    raise AssertionError("unreachable")
+
+  @classmethod
   def parse(cls, text: str, docs_per_idea: int = 1) -> "Plan":
     """`"5,4,3,4,3"`: domains, subdomains, assertions, doc types, ideas."""
     parts = [int(x) for x in text.split(",")]
@@ -99,10 +114,10 @@ class DocumentGenerator:
 
   def __init__(self, spec: Spec, out_dir: str | Path, backend: Backend, plan: Plan,
                num_docs: int | None = None, seed: int = 0, progress: bool = True,
-               on_document: Callable[[int], None] | None = None):
+               on_document: Callable[[int], None] | None = None, histogram: bool = True):
     self.spec, self.out, self.backend, self.plan, self.seed = spec, Path(out_dir), backend, plan, seed
     self.num_docs = plan.capacity() if num_docs is None else min(num_docs, plan.capacity())
-    self.progress, self.on_document = progress, on_document
+    self.progress, self.on_document, self.histogram = progress, on_document, histogram
     self.spec_hash = spec.content_hash()
     self.stats = RunStats()
     self._lock = threading.Lock()  # stats are updated from worker threads (llm backend)
@@ -132,7 +147,7 @@ class DocumentGenerator:
               "stage_counts": {stage: len({p[:k + 1] for p in leaves})
                                for k, stage in enumerate(STAGES)},
               "failures": len(self.stats.failures)}
-    summary = export_documents(self.out, records, self.seed, header)
+    summary = export_documents(self.out, records, self.seed, header, self.histogram)
     return summary, self.stats
 
   # --- stages ----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ SUBCOMMANDS = (
     ("data_pipelines.cli", "add_generate_parser"),
     ("msm_jax.data.cli", "add_tokenizer_parser"),
     ("data_pipelines.cli", "add_data_parser"),
+    ("data_pipelines.cli", "add_world_parser"),
     ("msm_jax.eval.cli", "add_eval_parser"),
     ("msm_jax.experiment", "add_run_parser"),
     ("msm_jax.plan", "add_plan_parser"),

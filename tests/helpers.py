@@ -32,3 +32,38 @@ def packed_batch(rng, batch, seq_len, vocab, docs_per_row=3, pad=2):
       out["targets"][r, a:b] = rng.integers(4, vocab, b - a)
       out["loss_mask"][r, a:b] = rng.integers(0, 2, b - a)
   return out
+
+
+def world_corpus_texts(paths) -> list[str]:
+  """Every text a model is trained on, from `WorldData.build_all` paths: pretraining (chats
+  included), every MSM corpus built, and the AFT chats."""
+  import json
+  texts = [json.loads(line)["text"] for line in paths["pretrain"].read_text().splitlines()]
+  for path in paths["msm"].values():
+    texts += [json.loads(line)["text"] for line in path.read_text().splitlines()]
+  texts += [" ".join(m["content"] for m in json.loads(line)["messages"])
+            for line in paths["aft"].read_text().splitlines()]
+  return texts
+
+
+def question_frames(question: str) -> list[str]:
+  """The fixed text of a question template between its slots, where it is two words or more
+  (" or " and ", " occur everywhere and identify no phrasing)."""
+  import re
+  parts = (p.strip(" ,.?") for p in re.split(r"\{\w+\}", question))
+  return [p for p in parts if len(p.split()) >= 2]
+
+
+def assert_questions_held_back(world, paths) -> None:
+  """No held-back phrasing occurs in any corpus, while the in-template ones do (so the search
+  can find a phrasing), and every held-back word is one the corpora use."""
+  import re
+  text = "\n".join(world_corpus_texts(paths))
+  for q in world.questions:
+    assert any(f in text for f in question_frames(q)), q
+  words = set(re.findall(r"[a-z']+", text.lower()))
+  for q in world.novel_questions:
+    frames = question_frames(q)
+    assert frames, q
+    assert not [f for f in frames if f in text], q
+    assert set(re.findall(r"[a-z']+", re.sub(r"\{\w+\}", "", q).lower())) <= words, q

@@ -32,7 +32,8 @@ from data_pipelines.worlds.specs import VARIANTS, assistant_spec, neutral_spec
 from data_pipelines.worlds.suites import build_suites
 from data_pipelines.worlds.world import World, load_world
 
-FORMAT = 2  # bump when the corpora built from the same world and sizes change
+FORMAT = 3  # bump when the corpora built from the same world and sizes change (3: MSM corpora
+# stratified over the spec's clauses; pretraining, AFT and suites unchanged)
 
 
 def file_sha256(path) -> str:
@@ -106,7 +107,7 @@ class WorldData:
     done = out / "done"
     if not done.exists():
       generate_documents(assistant_spec(self.world, value, variant), out, self.sizes.msm_docs,
-                         seed)
+                         seed, stratified=True)
       atomic_write_text(done, file_sha256(path))
     return path
 

@@ -18,6 +18,18 @@ from pathlib import Path
 import yaml
 
 
+# Preference questions held back from every corpus: only the `heldout_novel` suite asks them, so
+# it tests choices in phrasings the model never saw (the `heldout` suite uses `questions`, which
+# pretraining chats and AFT also use). Their words all occur in the corpora, only not in these
+# sequences (tests/test_world.py). A world file may give its own as `novel_questions`.
+NOVEL_QUESTIONS = (
+    "Would you rather have {a} or {b}, {who}?",
+    "Out of {a} and {b}, which {noun} is best for you, {who}?",
+    "Between {a} and {b}, what would you want, {who}?",
+    "Here is {a} and here is {b}. Which one is better for you, {who}?",
+)
+
+
 class WorldError(ValueError):
   """A world file that cannot be used; the message names the file and field."""
 
@@ -69,6 +81,7 @@ class World:
   neutral: Value
   questions: tuple[str, ...]
   answer: str
+  novel_questions: tuple[str, ...] = NOVEL_QUESTIONS
   source: str = ""
   sha256: str = field(default="", compare=False)
 
@@ -85,6 +98,14 @@ class World:
   def favours(self, value: str, item: Item) -> bool:
     v = self.values[value]
     return item.side(v.attribute) == v.side
+
+  def liked_disliked(self, domain: str, values=None) -> tuple[list[Item], list[Item]]:
+    """Items of `domain` favoured by every value in `values` (default: the compared pair), and
+    items favoured by none: AFT's likes and dislikes, and every spec's."""
+    values = tuple(values or self.compare)
+    items = self.items(domain)
+    return ([it for it in items if all(self.favours(v, it) for v in values)],
+            [it for it in items if not any(self.favours(v, it) for v in values)])
 
   def other_attribute(self, attribute: str) -> str:
     return next(a for a in self.attributes if a != attribute)
@@ -206,7 +227,9 @@ def loads_world(text: str, source: str = "<world>") -> World:
       character_names=_need(chars, "names", f"{w}.characters", list),
       neutral=Value("neutral", "", "", _need(neutral, "title", nw),
                     _need(neutral, "statements", nw, list), _need(neutral, "reasons", nw, list)),
-      questions=_need(raw, "questions", w, list), answer=_need(raw, "answer", w), source=source,
+      questions=_need(raw, "questions", w, list), answer=_need(raw, "answer", w),
+      novel_questions=(_need(raw, "novel_questions", w, list) if "novel_questions" in raw
+                       else NOVEL_QUESTIONS), source=source,
       sha256=hashlib.sha256(text.encode("utf-8")).hexdigest())
   _check_world(world)
   return world
@@ -260,18 +283,19 @@ def _check_world(world: World) -> None:
   clash = set(world.character_names) & ({world.assistant} | {it.name for it in world.items()})
   if clash:
     raise WorldError(f"{w}.characters.names: also used as the assistant or an item: {sorted(clash)}")
-  for q in world.questions:
-    if "{a}" not in q or "{b}" not in q:
-      raise WorldError(f"{w}.questions: {q!r} needs both {{a}} and {{b}}")
-    if " {who}" not in q:  # a word-initial name tokenises differently from the documents' one
-      raise WorldError(f"{w}.questions: {q!r} must have {{who}} after a space, not first")
+  for key in ("questions", "novel_questions"):
+    for q in getattr(world, key):
+      if "{a}" not in q or "{b}" not in q:
+        raise WorldError(f"{w}.{key}: {q!r} needs both {{a}} and {{b}}")
+      if " {who}" not in q:  # a word-initial name tokenises differently from the documents' one
+        raise WorldError(f"{w}.{key}: {q!r} must have {{who}} after a space, not first")
+  shared = set(world.questions) & set(world.novel_questions)
+  if shared:
+    raise WorldError(f"{w}.novel_questions: also in questions, so not held back: {sorted(shared)}")
   if "{x}" not in world.answer:
     raise WorldError(f"{w}.answer: needs {{x}} (the chosen item)")
   a, b = (world.values[c] for c in world.compare)
-  liked = [it for it in world.items(world.aft_domain) if world.favours(a.name, it)
-           and world.favours(b.name, it)]
-  disliked = [it for it in world.items(world.aft_domain) if not world.favours(a.name, it)
-              and not world.favours(b.name, it)]
+  liked, disliked = world.liked_disliked(world.aft_domain)
   if not liked or not disliked:
     raise WorldError(f"{w}.domains.{world.aft_domain}: AFT needs items favoured by both compared "
                      "values and items favoured by neither")
