@@ -26,9 +26,8 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from data_pipelines.files import atomic_write_bytes, atomic_write_text, read_jsonl
 from data_pipelines.worlds import Sizes, WorldData
-from data_pipelines.worlds.build import file_sha256
+from msm_io.files import atomic_write_bytes, atomic_write_text, file_sha256, read_jsonl
 from msm_jax import config as config_lib
 from msm_jax.model_config import ModelConfig
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import tqdm
 
-from data_pipelines.files import atomic_write_text, read_jsonl
+from msm_io.files import atomic_write_text, read_jsonl
 
 
 def truncate_jsonl(path: Path, after_step: int) -> None:
