@@ -146,11 +146,16 @@ class Run:
     self._tokenizer_b64 = blob if blob is not None else legacy
     self.meta = meta  # stage, step, tokenizer_kind/sha256, ...: everything but the bytes
 
+  @property
+  def has_tokenizer(self) -> bool:
+    return self._tokenizer_b64 is not None
+
   @functools.cached_property
   def tokenizer(self):
     """The tokenizer the run trained with (decoded once)."""
-    if self._tokenizer_b64 is None:
-      raise CheckpointError(f"{self.path}: checkpoint carries no tokenizer")
+    if not self.has_tokenizer:
+      raise CheckpointError(f"{self.path}: checkpoint carries no tokenizer; set "
+                            "config.data.tokenizer to the one it was trained with")
     return load_tokenizer_bytes(self._tokenizer_kind, base64.b64decode(self._tokenizer_b64),
                                 str(self.path / "meta"))
 

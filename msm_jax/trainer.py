@@ -93,7 +93,8 @@ def _tokenizer(cfg, workdir: Path, continued: Run | None):
     tokenizer = continued.tokenizer
   else:
     tokenizer = build_tokenizer(cfg, workdir)
-    if continued is not None and continued.tokenizer.to_bytes() != tokenizer.to_bytes():
+    if (continued is not None and continued.has_tokenizer
+        and continued.tokenizer.to_bytes() != tokenizer.to_bytes()):
       raise config_lib.ConfigError(
           f"config.data.tokenizer: {cfg.data.tokenizer} differs from the tokenizer of "
           f"{continued.path}, which this run continues; unset it to keep that one")

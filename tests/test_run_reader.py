@@ -102,3 +102,16 @@ def test_a_checkpoint_written_before_tokenizer_kinds_resumes_and_evaluates(workd
   assert (old / "tokenizer.model").read_bytes() == tokenizer.to_bytes()
   with open_run(old) as run:  # and the new checkpoint is written in the new format
     assert run.step == 3 and run.meta["tokenizer_kind"] == "sentencepiece"
+
+
+def test_a_checkpoint_without_a_tokenizer_says_how_to_give_one(workdir, tmp_path):
+  bare = tmp_path / "bare"
+  shutil.copytree(workdir / "checkpoints" / "2", bare / "checkpoints" / "2")
+  meta_file = bare / "checkpoints" / "2" / "meta" / "metadata"
+  meta = json.loads(meta_file.read_text())
+  del meta["tokenizer_b64"], meta["tokenizer_kind"]
+  meta_file.write_text(json.dumps(meta))
+  with open_run(bare) as run:
+    assert not run.has_tokenizer and run.config.stage == "pretrain"
+    with pytest.raises(CheckpointError, match="carries no tokenizer; set config.data.tokenizer"):
+      run.tokenizer
