@@ -30,11 +30,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from data_pipelines.aft_template import KINDS, ChatMaker
-from data_pipelines.files import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from data_pipelines.llm_backend import extract_tag, items_prompt, parse_json_list
 from data_pipelines.llm_client import LLMClient, MalformedOutput, Unreachable
 from data_pipelines.spec import Clause, Spec
 from data_pipelines.template.phrases import DEFAULT_DOMAINS
+from msm_io.files import atomic_write_json, atomic_write_jsonl, atomic_write_text
 
 KIND_HINTS = {
     "direct": "asks the assistant directly about one of its values or preferences",

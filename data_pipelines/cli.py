@@ -11,6 +11,8 @@ import os
 import time
 from pathlib import Path
 
+from msm_io.errors import UserError
+
 
 def add_generate_parser(subparsers) -> None:
   p = subparsers.add_parser("generate", help="generate MSM documents or AFT chats from a spec")
@@ -113,7 +115,6 @@ def _guard(fn):
   """Marks this command's plain ValueErrors (a bad --fanout, a clashing --out, an input the
   TFDS builder refuses) as user errors, which `msm` prints as one line (msm_jax/errors.py)."""
   def run(args) -> int:
-    from msm_jax.errors import UserError
     try:
       return fn(args)
     except ValueError as e:

@@ -33,9 +33,9 @@ from tqdm import tqdm
 
 from data_pipelines.backend import STAGES, Backend, Context, check_items
 from data_pipelines.export import export_documents
-from data_pipelines.files import atomic_write_json, atomic_write_text, read_json
 from data_pipelines.llm_client import Unreachable
 from data_pipelines.spec import Spec
+from msm_io.files import atomic_write_json, atomic_write_text, read_json
 
 FORMAT_VERSION = 1
 

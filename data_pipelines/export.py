@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data_pipelines.files import atomic_write_bytes, atomic_write_json, atomic_write_jsonl
 from data_pipelines.similarity import near_duplicates
+from msm_io.files import atomic_write_bytes, atomic_write_json, atomic_write_jsonl
 
 
 def token_stats(texts: list[str]) -> dict:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from data_pipelines.files import atomic_write_json, read_json
+from msm_io.files import atomic_write_json, read_json
 
 DEFAULTS = {
     "anthropic": {"base_url": "https://api.anthropic.com", "key_env": "ANTHROPIC_API_KEY",

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from data_pipelines.files import atomic_write_text
+from msm_io.files import atomic_write_text
 
 PLACEHOLDER_RE = re.compile(r"\{(model_name|provider_name)\}")
 DEFAULT_ASSISTANT = "Claude"

@@ -22,6 +22,8 @@ import sys
 import threading
 import time
 
+from msm_io.errors import UserError  # noqa: F401 (re-exported: msm_jax.errors.UserError)
+
 EXIT_USER_ERROR = 2
 
 USER_ERRORS = (
@@ -54,10 +56,6 @@ _OS_ERRORS = {
 _KEPT = ("files written before it are complete (every write goes to a temporary file, then is "
          "renamed into place) and checkpoints already saved are kept; fix this and rerun the "
          "same command to resume")
-
-
-class UserError(Exception):
-  """A failure the user can fix, raised by code without an error class of its own."""
 
 
 def user_error_types() -> tuple[type, ...]:

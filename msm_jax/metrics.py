@@ -12,7 +12,7 @@ from pathlib import Path
 
 import tqdm
 
-from data_pipelines.files import atomic_write_text
+from msm_io.files import atomic_write_text
 from msm_jax.errors import naming
 
 

@@ -1,8 +1,14 @@
 """Small builders shared by the tests: configs and synthetic packed batches."""
 
+from pathlib import Path
+
 import numpy as np
 
+from msm_jax import config as config_lib
 from msm_jax.config import base_config
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "data_pipelines" / "fixtures"
 
 
 def tiny_cfg(**overrides):
@@ -15,6 +21,18 @@ def tiny_cfg(**overrides):
     for p in parents:
       node = node[p]
     node[leaf] = value
+  return cfg
+
+
+def run_cfg(stage="pretrain", **overrides):
+  """configs/tiny.py for `stage` on the fixture corpora, quiet, no held-out set."""
+  cfg = config_lib.load_config(REPO / "configs" / "tiny.py")
+  cfg.stage = stage
+  cfg.progress_bar = False
+  cfg.peak_flops = 1e11
+  cfg.data.train = (str(FIXTURES / ("finetune.jsonl" if stage == "finetune" else "pretrain.jsonl")),)
+  cfg.data.eval = ()
+  config_lib.apply_overrides(cfg, {k: str(v) for k, v in overrides.items()})
   return cfg
 
 

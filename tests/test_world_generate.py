@@ -126,7 +126,7 @@ def test_cli_writes_one_world_or_a_directory_of_them(tmp_path):
       "world-2.yaml", "world-3.yaml", "world-4.yaml"]
   assert (tmp_path / "many" / "world-4.yaml").read_text() == generate_world_text(4)
   assert load_world(tmp_path / "many" / "world-3.yaml").name == "world-3"
-  assert main(["world", "generate", "--out", str(tmp_path / "many")]) == 1  # a dir, not a file
+  assert main(["world", "generate", "--out", str(tmp_path / "many")]) == 2  # a dir, not a file: a user error (exit 2)
 
 
 def test_generator_never_imports_jax():

@@ -24,24 +24,16 @@ import json
 import shutil
 from pathlib import Path
 
-from data_pipelines.files import atomic_write_jsonl, atomic_write_text, read_jsonl
 from data_pipelines.spec import write_spec
 from data_pipelines.worlds.corpora import (Sizes, aft_chats, generate_documents, pretraining_corpus,
                                            replay_rows)
 from data_pipelines.worlds.specs import VARIANTS, assistant_spec, neutral_spec
 from data_pipelines.worlds.suites import build_suites
 from data_pipelines.worlds.world import World, load_world
+from msm_io.files import atomic_write_jsonl, atomic_write_text, file_sha256, read_jsonl
 
 FORMAT = 3  # bump when the corpora built from the same world and sizes change (3: MSM corpora
 # stratified over the spec's clauses; pretraining, AFT and suites unchanged)
-
-
-def file_sha256(path) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
 
 
 class WorldData:

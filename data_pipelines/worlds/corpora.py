@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_pipelines.docgen import DocumentGenerator, Plan
-from data_pipelines.files import read_jsonl
 from data_pipelines.spec import Spec
 from data_pipelines.template.backend import TemplateBackend
 from data_pipelines.worlds.specs import because, neutral_spec, value_spec
 from data_pipelines.worlds.world import Item, World, fill
+from msm_io.files import read_jsonl
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from pathlib import Path
 import yaml
 from english_words import get_english_words_set
 
-from data_pipelines.files import atomic_write_text
+from msm_io.files import atomic_write_text
 from data_pipelines.worlds.world import World, loads_world
 
 ONSETS = ("b", "br", "d", "dr", "f", "g", "gr", "k", "kr", "l", "m", "n", "p", "pl", "r", "s",

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from data_pipelines.files import iter_jsonl
+from msm_io.files import iter_jsonl
 
 DOCUMENTS, CHATS = "documents", "chats"
 KINDS = (DOCUMENTS, CHATS)

@@ -24,7 +24,7 @@ from data_pipelines.worlds import Sizes, WorldData
 from msm_jax import config as config_lib
 from msm_jax.model_config import ModelConfig
 from msm_jax.experiment.conditions import BASE, Condition, main_conditions, sweep_conditions
-from msm_jax.experiment.io import atomic_write_text, file_sha256, read_jsonl
+from msm_io.files import atomic_write_text, file_sha256, read_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 STAGE_BLOCKS = {"pretrain": "pretrain", "midtrain": "midtrain", "finetune": "finetune"}

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from msm_jax.experiment.config import load_experiment
-from msm_jax.experiment.io import atomic_write_bytes, atomic_write_text
+from msm_io.files import atomic_write_bytes, atomic_write_text
 from msm_jax.experiment.orchestrate import Experiment
 from msm_jax.experiment.summary import summarize
 

@@ -1,8 +1,10 @@
 """Small file helpers. Every write is atomic (tmp file + rename) so an interrupted run never
-leaves a half-written file that a later run would mistake for finished work."""
+leaves a half-written file that a later run would mistake for finished work; jsonl readers name
+file:line on bad input; content hashes key caches."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -85,3 +87,12 @@ def iter_jsonl(path: str | os.PathLike, error: type[Exception] = ValueError
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
   """Reads a jsonl file; a malformed line raises ValueError naming file:line."""
   return [row for _, row in iter_jsonl(path)]
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+  """Hex sha256 of a file's bytes, read in 1 MiB blocks (corpora can be large)."""
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
