@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from msm_jax import config as config_lib
-from msm_jax.experiment import experiment_config, load_experiment, stage_config, stage_key
+from msm_jax.experiment.config import experiment_config, load_experiment
+from msm_jax.experiment.orchestrate import stage_config, stage_key
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = sorted((REPO / "configs" / "experiments").glob("paper_cheese_*.py"))

@@ -23,6 +23,7 @@ def get_config():
   c.world = "data_pipelines/worlds/cheese.yaml"
   c.base = "runs/imported/llama-3.1-8b"
   c.seeds = (0,)
+  c.independent_bases = False  # one imported base for every seed
   c.data.msm_docs = 5000  # the paper's corpora held 4,600-6,400 documents
   c.midtrain_replay = 0.0  # MSM on the documents only
   c.lora.update(rank=64, alpha=128.0, dropout=0.0, base_dtype="bfloat16",
