@@ -9,6 +9,11 @@ renames it when complete).
 
 Every reader of a run goes through `open_run` (or `Checkpointer.open_run`): resume, `init_from`
 and evaluation alike.
+
+A LoRA run (`config.lora.rank > 0`) stores only its adapters (and their optimizer moments); its
+meta's `lora_base` names the checkpoint of the frozen base (`path`, `step`) and that base's
+`lora.fingerprint`. `Run.restore_params` of a LoRA run is its base with the adapters merged in
+(what evaluation and export read); a changed base is refused.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from absl import logging as absl_logging
 import jax
 import orbax.checkpoint as ocp
 
+from msm_jax import lora as lora_lib
 from msm_jax import sharding as shd
 from msm_jax.config import from_json, to_json
 from msm_jax.data.tokenizer import load_tokenizer_bytes
@@ -129,6 +135,30 @@ def open_run(path, step: int | None = None) -> "Run":
     raise
 
 
+def lora_base_record(run: "Run", base) -> dict:
+  """What a LoRA run records of the base it trains on: `run`'s checkpoint and `base`'s
+  fingerprint (`base`: the parameters `run.restore_params` gave)."""
+  return {"path": str(run.path), "step": run.step, "fingerprint": lora_lib.fingerprint(base)}
+
+
+def restore_lora_base(meta: dict, target, where: str):
+  """The frozen base a LoRA run's meta names, placed by `target`, checked against its
+  fingerprint (a base run re-trained or replaced in place is refused, not silently used)."""
+  record = meta.get("lora_base")
+  if not record:
+    raise CheckpointError(f"{where}: a LoRA checkpoint without meta.lora_base (its base model)")
+  try:
+    with open_run(record["path"], record["step"]) as base_run:
+      base = base_run.restore_params(target)
+  except (CheckpointError, FileNotFoundError, ValueError) as e:
+    raise CheckpointError(f"{where}: cannot read its LoRA base {record['path']} "
+                          f"(meta.lora_base): {e}") from e
+  if lora_lib.fingerprint(base) != record["fingerprint"]:
+    raise CheckpointError(f"{where}: its LoRA base {record['path']} no longer holds the weights "
+                          "the adapters were trained on (meta.lora_base.fingerprint differs)")
+  return base
+
+
 class Run:
   """One checkpoint of a run, read once: config, step, meta, tokenizer; restores on request."""
 
@@ -163,12 +193,34 @@ class Run:
   def model_def(self) -> ModelDef:
     return ModelDef(ModelConfig.of(self.config.model))
 
+  @functools.cached_property
+  def trainable(self):
+    """What the run trained: its `model_def`, or a `lora.LoraModel` over it (a LoRA run)."""
+    return lora_lib.model_for(self.config, self.model_def)
+
+  @property
+  def is_lora(self) -> bool:
+    return isinstance(self.trainable, lora_lib.LoraModel)
+
   def restore_params(self, target):
-    """Only the parameters (an orbax partial restore: optimizer moments never touch device
-    memory), placed by `target`: a Mesh (the training layout on it) or a shardings tree."""
+    """The model's parameters (an orbax partial restore: optimizer moments never touch device
+    memory), placed by `target`: a Mesh (the training layout on it) or a shardings tree. A LoRA
+    run's are its base's with its adapters merged in."""
     if isinstance(target, jax.sharding.Mesh):
       target = shd.named_shardings(target, self.model_def.axes)
-    item = {"params": abstract_like(self.model_def.pure_abstract(), target)}
+    if not self.is_lora:
+      return self._restore_params(self.model_def.pure_abstract(), target)
+    base = restore_lora_base(self.meta, target, str(self.path))
+    mesh = jax.tree.leaves(target)[0].mesh
+    adapters = self.restore_adapters(shd.named_shardings(mesh, self.trainable.axes))
+    return jax.jit(self.trainable.merge, out_shardings=target)(base, adapters)
+
+  def restore_adapters(self, target):
+    """A LoRA run's adapters (its `state.params`), placed by the shardings tree `target`."""
+    return self._restore_params(self.trainable.pure_abstract(), target)
+
+  def _restore_params(self, abstract, target):
+    item = {"params": abstract_like(abstract, target)}
     # A manager binds an item to one handler on first use (restore_state's Standard one), and
     # only the PyTree handler restores part of a tree: a manager of its own for this read.
     reader = Checkpointer(self._ckpt.directory, read_only=True)

@@ -96,6 +96,9 @@ def base_config() -> ml_collections.ConfigDict:
       dropout=0.0,  # on the adapter's input, as PEFT's lora_dropout
       targets=LORA_TARGETS,  # any subset of the seven projections
       base_dtype="",  # the frozen base's dtype: "" = model.param_dtype; "bfloat16" halves it
+      # With init_from a LoRA run: False trains its adapter on (on its base); True merges it
+      # into the base and starts a new adapter.
+      new_adapter=False,
   ))
   c.data = ml_collections.ConfigDict(dict(
       train=(),  # files: .jsonl (documents or chats) or a TFDS array_record dataset dir

@@ -17,11 +17,13 @@ import numpy as np
 
 from msm_jax import config as config_lib
 from msm_jax import sharding as shd
-from msm_jax.checkpoint import Checkpointer, Run, abstract_like, open_run
+from msm_jax.checkpoint import (Checkpointer, Run, abstract_like, lora_base_record, open_run,
+                                restore_lora_base)
 from msm_jax.data.pipeline import build_tokenizer, make_eval_batches, make_train_iterator
 from msm_jax.data.tokenizer import save_tokenizer_file
 from msm_jax.flops import measure_matmul_peak, train_flops_per_token
 from msm_jax.metrics import MetricsWriter
+from msm_jax.lora import LoraModel, model_for
 from msm_jax.model import ModelDef
 from msm_jax.model_config import ModelConfig, first_difference
 from msm_jax.optim import make_optimizer
@@ -67,15 +69,45 @@ def _same_model(cfg, source_cfg, source):
         f"config.model.{key}: {mine!r} differs from {theirs!r} in init_from checkpoint {source}")
 
 
-def _init_from(cfg, source: Run, model_def, steps, mesh) -> TrainState:
-  """Parameters (and, with init_optimizer=keep, optimizer state and step) of another run."""
+def _init_from(cfg, source: Run, steps, mesh) -> tuple[TrainState, dict | None]:
+  """Parameters (and, with init_optimizer=keep, optimizer state and step) of another run, and
+  with LoRA the record of the base the adapters train on (`checkpoint.lora_base_record`).
+
+  LoRA from a full run (or, with lora.new_adapter, from a LoRA run's merged model): a fresh
+  adapter on its parameters. LoRA from a LoRA run: its adapter, on its base. Full fine-tuning
+  from a LoRA run: its merged parameters."""
   _same_model(cfg, source.config, cfg.init_from)
+  lora = isinstance(steps.model_def, LoraModel)
+  continue_adapter = lora and source.is_lora and not cfg.lora.new_adapter
+  if (lora or source.is_lora) and not continue_adapter:
+    if cfg.init_optimizer == "keep":
+      raise config_lib.ConfigError("config.init_optimizer: keep needs the same trained "
+                                   f"parameters as init_from {cfg.init_from}; use fresh")
+    if lora:  # a new adapter on the source's (merged) parameters
+      base = source.restore_params(steps.base_shardings)
+      steps.set_base(base)
+      return steps.init_state(cfg.seed), lora_base_record(source, base)
+    params = source.restore_params(steps.state_shardings.params)
+    state = TrainState(step=None, params=params, opt_state=None,
+                       rng=jax.device_put(jax.random.PRNGKey(cfg.seed),
+                                          steps.state_shardings.rng))
+    return fresh_optimizer(state, steps.tx, mesh, steps.model_def), None
+  record = None
+  if continue_adapter:
+    for key in ("rank", "alpha", "targets"):
+      if cfg.lora[key] != source.config.lora[key]:
+        raise config_lib.ConfigError(
+            f"config.lora.{key}: {cfg.lora[key]!r} differs from {source.config.lora[key]!r} of "
+            f"the adapter in init_from {cfg.init_from} (or set config.lora.new_adapter=True)")
+    steps.set_base(restore_lora_base(source.meta, steps.base_shardings, str(source.path)))
+    record = source.meta["lora_base"]
   source_tx = make_optimizer(source.config)
-  shardings = state_shardings(model_def, source_tx, mesh)
-  state = source.restore_state(abstract_like(_abstract_state(model_def, source_tx), shardings))
+  shardings = state_shardings(source.trainable, source_tx, mesh)
+  state = source.restore_state(abstract_like(_abstract_state(source.trainable, source_tx),
+                                             shardings))
   if cfg.init_optimizer == "fresh":
-    return fresh_optimizer(state, steps.tx, mesh, model_def)
-  return state
+    state = fresh_optimizer(state, steps.tx, mesh, steps.model_def)
+  return state, record
 
 
 def _abstract_state(model_def, tx) -> TrainState:
@@ -124,20 +156,27 @@ def train(cfg, workdir, devices=None) -> TrainResult:
   workdir.mkdir(parents=True, exist_ok=True)
   primary = jax.process_index() == 0
   mesh = shd.make_mesh(cfg, devices)
-  model_def = ModelDef(ModelConfig.of(cfg.model))
+  model_def = model_for(cfg, ModelDef(ModelConfig.of(cfg.model)))  # LoRA: the adapters
   steps = StepFunctions(cfg, model_def, mesh)
   ckpt = Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints,
                       async_save=cfg.async_checkpoints)
   resumed = ckpt.open_run() if ckpt.latest_step() is not None else None
   source = open_run(cfg.init_from) if resumed is None and cfg.init_from else None
+  lora_base = None  # LoRA: the record of the frozen base, saved in every checkpoint's meta
+  if isinstance(model_def, LoraModel) and resumed is None and source is None:
+    raise config_lib.ConfigError("config.init_from: LoRA (config.lora.rank > 0) adapts a base "
+                                 "model; set init_from to a run or an imported model")
   try:
     tokenizer = _tokenizer(cfg, workdir, resumed or source)
     data_iter = make_train_iterator(cfg, tokenizer)
     if resumed is not None:
       abstract = abstract_like(_abstract_state(model_def, steps.tx), steps.state_shardings)
       state = resumed.restore_state(abstract, data_iter)
+      if isinstance(model_def, LoraModel):
+        steps.set_base(restore_lora_base(resumed.meta, steps.base_shardings, str(resumed.path)))
+        lora_base = resumed.meta["lora_base"]
     elif source is not None:
-      state = _init_from(cfg, source, model_def, steps, mesh)
+      state, lora_base = _init_from(cfg, source, steps, mesh)
     else:
       state = steps.init_state(cfg.seed)
   finally:
@@ -185,7 +224,8 @@ def train(cfg, workdir, devices=None) -> TrainResult:
         writer.write({"step": step, "eval_loss": eval_loss})
       preempted = preemption.requested
       if step % cfg.checkpoint_every == 0 or step == cfg.steps or preempted:
-        ckpt.save(step, state, cfg, stage=cfg.stage, tokenizer=tokenizer, data_iter=data_iter)
+        ckpt.save(step, state, cfg, stage=cfg.stage, tokenizer=tokenizer, data_iter=data_iter,
+                  extra={"lora_base": lora_base} if lora_base else None)
       if preempted:
         break
     if pending is not None:

@@ -97,7 +97,7 @@ def test_midtrain_to_finetune_handoff_starts_from_midtrain_params(tmp_path):
   mesh = shd.make_mesh(ft, jax.devices()[:1])
   sf = StepFunctions(ft, ModelDef(ft.model), mesh)
   with open_run(ft.init_from) as source:
-    state = _init_from(ft, source, sf.model_def, sf, mesh)
+    state, _ = _init_from(ft, source, sf, mesh)
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params), mid_params)
   assert int(state.step) == 0
   adam = state.opt_state[1][0]
