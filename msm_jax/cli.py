@@ -17,6 +17,8 @@ SUBCOMMANDS = (
     ("data_pipelines.cli", "add_data_parser"),
     ("msm_jax.eval.cli", "add_eval_parser"),
     ("msm_jax.experiment", "add_run_parser"),
+    ("msm_jax.interop.hf_import", "add_import_parser"),
+    ("msm_jax.interop.hf_export", "add_export_parser"),
 )
 
 

@@ -19,6 +19,7 @@ from msm_jax import config as config_lib
 from msm_jax import sharding as shd
 from msm_jax.checkpoint import Checkpointer, abstract_like, find_checkpoint, write_tokenizer
 from msm_jax.data.pipeline import build_tokenizer, make_eval_batches, make_train_iterator
+from msm_jax.data.hf_tokenizer import load_tokenizer_file
 from msm_jax.data.tokenizer import Tokenizer
 from msm_jax.flops import measure_matmul_peak, train_flops_per_token
 from msm_jax.metrics import MetricsWriter
@@ -99,7 +100,7 @@ def _source_tokenizer(cfg, workdir: Path) -> Tokenizer | None:
   source = Checkpointer(directory, read_only=True)
   _, meta = source.read_config_and_meta(step)
   source.close()
-  return Tokenizer.load(write_tokenizer(meta, workdir / "tokenizer.model"))
+  return load_tokenizer_file(write_tokenizer(meta, workdir / "tokenizer.model"))
 
 
 def evaluate(steps: StepFunctions, params, batches, mesh) -> float | None:
@@ -129,7 +130,7 @@ def train(cfg, workdir, devices=None) -> TrainResult:
   tokenizer = None
   if resume_step is not None:
     _, meta = ckpt.read_config_and_meta(resume_step)
-    tokenizer = Tokenizer.load(write_tokenizer(meta, workdir / "tokenizer.model"))
+    tokenizer = load_tokenizer_file(write_tokenizer(meta, workdir / "tokenizer.model"))
   tokenizer = tokenizer or _source_tokenizer(cfg, workdir) or build_tokenizer(cfg, workdir)
   if tokenizer.vocab_size > cfg.model.vocab_size:
     raise config_lib.ConfigError(f"config.model.vocab_size: {cfg.model.vocab_size} is smaller "

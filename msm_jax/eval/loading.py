@@ -17,7 +17,7 @@ import orbax.checkpoint as ocp
 from msm_jax import sharding as shd
 from msm_jax.checkpoint import CheckpointError, Checkpointer, abstract_like, find_checkpoint
 from msm_jax.config import ConfigError, mesh_shape
-from msm_jax.data.tokenizer import Tokenizer
+from msm_jax.data.hf_tokenizer import tokenizer_from_bytes
 from msm_jax.model import ModelDef
 
 
@@ -69,7 +69,7 @@ def load_checkpoint(path, mesh=None, step: int | None = None):
     ckpt.close()
   if "tokenizer_model_b64" not in meta:
     raise CheckpointError(f"{path}: checkpoint step {step} carries no tokenizer")
-  tokenizer = Tokenizer(base64.b64decode(meta["tokenizer_model_b64"]),
+  tokenizer = tokenizer_from_bytes(base64.b64decode(meta["tokenizer_model_b64"]),
                         str(Path(directory) / str(step) / "meta"))
   meta = {k: v for k, v in meta.items() if k != "tokenizer_model_b64"}
   meta["checkpoint"] = str(Path(directory) / str(step))
