@@ -54,14 +54,19 @@ def entries(model_cfg) -> list[Entry]:
 
 
 def to_ours(hf_array: np.ndarray, layout: str, shape: tuple[int, ...]) -> np.ndarray:
-  """One HF tensor (one layer's, for stacked params) -> msm-jax layout of `shape`."""
+  """One HF tensor (one layer's, for stacked params) -> msm-jax layout of `shape`.
+
+  Returns a view (reshape + axis move, no copy): whoever places it copies one shard at a time.
+  """
+  shape = tuple(shape)
   if layout == IN_FIRST or layout == OUT_LAST:
-    want = (shape[0], -1) if layout == IN_FIRST else (-1, shape[-1])
     hf_shape = (int(np.prod(shape[1:])), shape[0]) if layout == IN_FIRST else (
         shape[-1], int(np.prod(shape[:-1])))
     if hf_array.shape != hf_shape:
       raise ValueError(f"shape {hf_array.shape}, expected {hf_shape}")
-    return np.ascontiguousarray(hf_array.T).reshape(want).reshape(shape)
+    if layout == IN_FIRST:
+      return np.moveaxis(hf_array.reshape(*shape[1:], shape[0]), -1, 0)
+    return np.moveaxis(hf_array.reshape(shape[-1], *shape[:-1]), 0, -1)
   if hf_array.size != int(np.prod(shape)) or (layout == SAME and hf_array.shape != shape):
     raise ValueError(f"shape {hf_array.shape}, expected {shape}")
   return hf_array.reshape(shape)
