@@ -11,12 +11,12 @@ import transformers  # noqa: E402
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS  # noqa: E402
 
 from hf_models import hf_config, hf_logits, hf_model, save_hf  # noqa: E402
+from msm_jax import cli  # noqa: E402
 from msm_jax import sharding as shd  # noqa: E402
 from msm_jax.config import base_config  # noqa: E402
 from msm_jax.interop import hf_config as hfc  # noqa: E402
-from msm_jax.interop.hf_export import export_checkpoint  # noqa: E402
-from msm_jax.interop.hf_import import (SafetensorsReader, import_config, import_hf,  # noqa: E402
-                                       load_params)
+from msm_jax.interop.hf_import import (HFImportError, SafetensorsReader,  # noqa: E402
+                                       import_config, load_params)
 from msm_jax.data.hf_tokenizer import HFTokenizer  # noqa: E402
 from msm_jax.model import ModelDef, rope_inv_freq  # noqa: E402
 from msm_jax.model_config import ModelConfig  # noqa: E402
@@ -126,8 +126,10 @@ def test_imported_logits_match_transformers(tmp_path, kind, kw):
 @pytest.mark.parametrize("kind", ["llama", "qwen2", "qwen3"])
 def test_export_loads_in_transformers_with_same_logits(tmp_path, kind):
   model = hf_model(kind, kv_heads=2, tie=kind == "qwen3")
-  run = import_hf(save_hf(model, kind, tmp_path / "hf"), tmp_path / "run")
-  out = export_checkpoint(run, tmp_path / "export", max_shard_bytes=60_000)
+  src, run, out = save_hf(model, kind, tmp_path / "hf"), tmp_path / "run", tmp_path / "export"
+  assert cli.main(["import-hf", "--from", str(src), "--out", str(run)]) == 0
+  assert cli.main(["export-hf", "--workdir", str(run), "--out", str(out),
+                   "--max-shard-gb", str(60_000 / 2**30)]) == 0
   index = json.loads((out / "model.safetensors.index.json").read_text())
   assert len(set(index["weight_map"].values())) > 2
   assert set(index["weight_map"]) == {k for k in model.state_dict()
@@ -142,3 +144,20 @@ def test_export_loads_in_transformers_with_same_logits(tmp_path, kind):
   text = "Cheddar is a mild cheese, and <|im_start|> is not special here."
   assert hf_tok.encode(text, add_special_tokens=False) == ours.encode(text)
   assert hf_tok.eos_token_id == ours.eos_id
+
+
+def test_import_names_the_missing_or_misshapen_tensor(tmp_path):
+  src = save_hf(hf_model("qwen2", kv_heads=2), "qwen2", tmp_path / "hf", tokenizer=False)
+  cfg = import_config(json.loads((src / "config.json").read_text()), "config.json")
+  mesh = shd.make_mesh(cfg)
+  index_path = src / "model.safetensors.index.json"
+  index = json.loads(index_path.read_text())
+  gone = "model.layers.1.self_attn.q_proj.bias"
+  del index["weight_map"][gone]
+  index_path.write_text(json.dumps(index))
+  with pytest.raises(HFImportError, match=f"tensor '{gone}' is missing"):
+    load_params(SafetensorsReader(src), ModelDef(ModelConfig.of(cfg.model)), mesh)
+  cfg.model.n_kv_heads = 4  # config says 4 kv heads, the files hold 2
+  with pytest.raises(HFImportError, match=r"model-\d+-of-\d+.safetensors: tensor "
+                     r"'model.layers.0.self_attn.k_proj.weight': shape \(32, 64\)"):
+    load_params(SafetensorsReader(src), ModelDef(ModelConfig.of(cfg.model)), mesh)
