@@ -10,6 +10,8 @@ not depend on how the layers run: `scan_layers=True` scans one compiled block ov
 `False` unrolls a Python loop over slices of it. Packed rows are handled by explicit per-token
 `positions` (rotary phases restart per document) and `segment_ids` (attention stays inside a
 document; 0 is padding). The same mask serves the KV-cache decode path used by the eval harness.
+Imported families are config switches, off by default: `qkv_bias` (Qwen2), `qk_norm` (Qwen3),
+`rope_scaling="llama3"` (Llama-3.1; see `rope_inv_freq`), `head_dim` != d_model / n_heads.
 """
 
 from __future__ import annotations

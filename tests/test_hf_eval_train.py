@@ -1,5 +1,6 @@
 """An imported HF checkpoint with its tokenizer and chat template: eval harness, chats, training."""
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,8 @@ def test_qwen3_empty_think_block_is_never_supervised(tmp_path):
   from hf_models import hf_tokenizer  # noqa: PLC0415
   hf_tokenizer("qwen3", tmp_path)
   tok = HFTokenizer.from_dir(tmp_path)
+  copy = pickle.loads(pickle.dumps(tok))  # grain workers get a pickled tokenizer
+  assert copy.encode("Let it rest.") == tok.encode("Let it rest.") and copy.sha256 == tok.sha256
   chat = CHAT + [{"role": "assistant", "content": "<think>\n\n</think>\n\nLet it rest."}]
   ids, mask = render_chat(chat, tok, "chatml")
   assert tok._tok.decode(ids.tolist(), skip_special_tokens=False).endswith(
