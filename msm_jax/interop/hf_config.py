@@ -92,9 +92,13 @@ def family_of(model_cfg) -> str:
   return "qwen2" if model_cfg.qkv_bias else "llama"
 
 
-def to_config_json(model_cfg, *, bos_id: int = -1, eos_id: int = -1, dtype: str = "float32"
-                   ) -> dict:
-  """`config.model` -> a config.json dict that transformers builds the same model from."""
+def to_config_json(model_cfg, *, bos_id: int = -1, eos_id: int = -1, dtype: str = "float32",
+                   max_positions: int = 0) -> dict:
+  """`config.model` -> a config.json dict that transformers builds the same model from.
+
+  `max_positions` (config.json's max_position_embeddings, a serving limit that does not change
+  the weights' function) defaults to the rotary context: original x factor for llama3 scaling.
+  """
   m = model_cfg
   kind = family_of(m)
   if m.qkv_bias and m.qk_norm:
@@ -113,8 +117,8 @@ def to_config_json(model_cfg, *, bos_id: int = -1, eos_id: int = -1, dtype: str 
       "num_key_value_heads": int(m.n_kv_heads), "head_dim": head_dim,
       "intermediate_size": int(m.mlp_dim), "hidden_act": "silu",
       "rms_norm_eps": float(m.norm_eps), "tie_word_embeddings": bool(m.tie_embeddings),
-      "max_position_embeddings": max(8192, int(m.rope_original_context) * (
-          int(m.rope_factor) if m.rope_scaling else 1)),
+      "max_position_embeddings": int(max_positions) or max(8192, int(
+          m.rope_original_context * (m.rope_factor if m.rope_scaling else 1))),
       "attention_bias": False, "attention_dropout": 0.0, "initializer_range": float(m.init_std),
       "use_cache": True, "dtype": dtype,
       # Both spellings: rope_parameters for transformers >= 5, rope_theta/rope_scaling before.

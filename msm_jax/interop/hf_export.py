@@ -57,7 +57,7 @@ def _plan(params, model_cfg, itemsize: int, max_shard_bytes: int):
 
 
 def export_params(params, model_cfg, out_dir, *, tokenizer=None, dtype: str = "float32",
-                  max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> Path:
+                  max_shard_bytes: int = DEFAULT_SHARD_BYTES, max_positions: int = 0) -> Path:
   """Write `params` (the model's pure-dict parameter tree) as an HF model in `out_dir`."""
   from safetensors.numpy import save_file  # noqa: PLC0415
   import ml_dtypes  # noqa: PLC0415
@@ -93,7 +93,8 @@ def export_params(params, model_cfg, out_dir, *, tokenizer=None, dtype: str = "f
     _write_atomic(out_dir / INDEX_FILE, lambda p: p.write_text(json.dumps(index, indent=2)))
   bos = getattr(tokenizer, "bos_id", -1) if tokenizer is not None else -1
   eos = getattr(tokenizer, "eos_id", -1) if tokenizer is not None else -1
-  config = hf_config.to_config_json(model_cfg, bos_id=bos, eos_id=eos, dtype=dtype)
+  config = hf_config.to_config_json(model_cfg, bos_id=bos, eos_id=eos, dtype=dtype,
+                                    max_positions=max_positions)
   _write_atomic(out_dir / "config.json", lambda p: p.write_text(json.dumps(config, indent=2)))
   if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
     tokenizer.save_pretrained(out_dir)
@@ -101,19 +102,20 @@ def export_params(params, model_cfg, out_dir, *, tokenizer=None, dtype: str = "f
 
 
 def export_checkpoint(path, out_dir, *, step: int | None = None, dtype: str = "float32",
-                      max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> Path:
+                      max_shard_bytes: int = DEFAULT_SHARD_BYTES, max_positions: int = 0) -> Path:
   """A run workdir / checkpoint -> an HF model directory (full weights)."""
   from msm_jax.eval.loading import load_checkpoint  # noqa: PLC0415
   from msm_jax.model_config import ModelConfig  # noqa: PLC0415
 
   cfg, params, tokenizer, _, _ = load_checkpoint(path, step=step)
   return export_params(params, ModelConfig.of(cfg.model), out_dir, tokenizer=tokenizer,
-                       dtype=dtype, max_shard_bytes=max_shard_bytes)
+                       dtype=dtype, max_shard_bytes=max_shard_bytes, max_positions=max_positions)
 
 
 def run_export_command(args) -> int:
   out = export_checkpoint(args.workdir, args.out, step=args.step, dtype=args.dtype,
-                          max_shard_bytes=int(args.max_shard_gb * 2**30))
+                          max_shard_bytes=int(args.max_shard_gb * 2**30),
+                          max_positions=args.max_position_embeddings)
   print(f"exported {args.workdir} -> {out} (config.json, safetensors, tokenizer files)")
   return 0
 
@@ -127,4 +129,7 @@ def add_export_parser(subparsers) -> None:
   p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
   p.add_argument("--dtype", default="float32", choices=DTYPES, help="stored tensor dtype")
   p.add_argument("--max-shard-gb", type=float, default=5.0, help="split safetensors above this")
+  p.add_argument("--max-position-embeddings", type=int, default=0,
+                 help="config.json's context limit (default: the rotary context; Llama-3.1 "
+                 "publishes 131072, Qwen2.5 131072, Qwen3 40960)")
   p.set_defaults(func=run_export_command)
