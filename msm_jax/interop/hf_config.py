@@ -134,3 +134,24 @@ def to_config_json(model_cfg, *, bos_id: int = -1, eos_id: int = -1, dtype: str 
   if eos_id >= 0:
     out["eos_token_id"] = int(eos_id)
   return out
+
+
+def published_model_config(chat_template: str, add_bos: bool, **model):
+  """The run config of a published base model (`configs/models/`): its shape as `msm import-hf`
+  writes it (so `--config.init_from=IMPORTED_WORKDIR` passes the model check), its chat template,
+  bf16 compute with full remat over an fsdp mesh, and the paper's optimiser (AdamW lr 1e-4, weight
+  decay 0.01, 5% warmup of cosine) at sequence length 4,096. No weights ship with the project:
+  import them first (`msm import-hf --from HF_DIR --out WORKDIR`), which also brings the tokenizer.
+  """
+  from msm_jax.config import base_config  # noqa: PLC0415 (the config schema imports nothing heavy)
+  c = base_config()
+  c.stage = "midtrain"
+  c.batch_size, c.seq_len = 64, 4096
+  c.learning_rate, c.weight_decay, c.lr_final_fraction = 1e-4, 0.01, 0.0
+  c.warmup_steps = max(1, c.steps // 20)
+  c.model.update(norm_eps=1e-5, compute_dtype="bfloat16", remat="full", scan_layers=True)
+  c.model.update(**model)
+  c.mesh.update(data=1, fsdp=-1, tensor=1)
+  c.data.chat_template, c.data.add_bos = chat_template, add_bos
+  c.data.tokenizer = ""  # the imported checkpoint carries its HF tokenizer
+  return c
