@@ -36,6 +36,7 @@ USER_ERRORS = (
     "msm_jax.eval.suites:SuiteError",
     "msm_jax.eval.loading:NonFiniteError",
     "msm_jax.errors:UserError",
+    "msm_jax.interop.peft:PeftError",
     "data_pipelines.spec:SpecError",
     "data_pipelines.docgen:GenerationError",
     "data_pipelines.llm_client:LLMError",

@@ -113,6 +113,18 @@ def export_checkpoint(path, out_dir, *, step: int | None = None, dtype: str = "f
 
 
 def run_export_command(args) -> int:
+  if args.peft:  # the adapter alone, for peft on the HF base
+    from msm_jax.interop.peft import export_run_adapter  # noqa: PLC0415
+    out = export_run_adapter(args.workdir, args.out, step=args.step)
+    print(f"exported the LoRA adapter of {args.workdir} -> {out} (PEFT: adapter_config.json, "
+          "adapter_model.safetensors)")
+    return 0
+  if args.merge_lora:
+    from msm_jax.checkpoint import open_run  # noqa: PLC0415
+    from msm_jax.errors import UserError  # noqa: PLC0415
+    with open_run(args.workdir, args.step) as run:
+      if not run.is_lora:
+        raise UserError(f"--merge-lora: {run.path} is not a LoRA run (config.lora.rank is 0)")
   out = export_checkpoint(args.workdir, args.out, step=args.step, dtype=args.dtype,
                           max_shard_bytes=int(args.max_shard_gb * 2**30),
                           max_positions=args.max_position_embeddings)
@@ -132,4 +144,10 @@ def add_export_parser(subparsers) -> None:
   p.add_argument("--max-position-embeddings", type=int, default=0,
                  help="config.json's context limit (default: the rotary context; Llama-3.1 "
                  "publishes 131072, Qwen2.5 131072, Qwen3 40960)")
+  lora = p.add_mutually_exclusive_group()
+  lora.add_argument("--merge-lora", action="store_true",
+                    help="a LoRA run: its base with the adapter merged in (what a LoRA run "
+                    "exports by default; the flag checks the run is one)")
+  lora.add_argument("--peft", action="store_true",
+                    help="a LoRA run: only its adapter, as a PEFT directory for its base model")
   p.set_defaults(func=run_export_command)

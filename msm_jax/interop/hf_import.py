@@ -172,6 +172,17 @@ def import_hf(source, workdir, *, mesh_axes: dict | None = None, param_dtype: st
 
 def run_import_command(args) -> int:
   mesh_axes = {"fsdp": args.fsdp, "tensor": args.tensor}
+  if args.peft:  # a PEFT adapter onto an msm-jax run, or onto an HF model imported to OUT/base
+    from msm_jax.interop.peft import import_adapter_run  # noqa: PLC0415
+    base = Path(args.source)
+    if not (base / "checkpoints").is_dir():
+      base = import_hf(args.source, Path(args.out) / "base", mesh_axes=mesh_axes,
+                       param_dtype=args.param_dtype)
+    out = import_adapter_run(args.peft, base, args.out)
+    print(f"imported the PEFT adapter {args.peft} onto {base} -> {out} (a LoRA run)")
+    print(f"next: msm train --config CONFIG --stage finetune --workdir RUN "
+          f"--config.init_from={out} --config.lora.rank=R (R = the adapter's r)")
+    return 0
   out = import_hf(args.source, args.out, mesh_axes=mesh_axes, param_dtype=args.param_dtype)
   print(f"imported {args.source} -> {out} (checkpoints/0, config.json, tokenizer.hf.json)")
   print(f"next: msm train --config CONFIG --stage midtrain --workdir RUN "
@@ -183,7 +194,11 @@ def add_import_parser(subparsers) -> None:
   p = subparsers.add_parser("import-hf", help="import a Hugging Face model (safetensors)",
                             description="Convert a Hugging Face Llama-3.x / Qwen2 / Qwen3 model "
                             "directory into an msm-jax run directory (checkpoint step 0).")
-  p.add_argument("--from", dest="source", required=True, help="HF model directory")
+  p.add_argument("--from", dest="source", required=True,
+                 help="HF model directory (with --peft: or an msm-jax run to put the adapter on)")
+  p.add_argument("--peft", default="", metavar="ADAPTER_DIR",
+                 help="a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors): "
+                 "write a LoRA run on the base --from (an HF --from is imported to OUT/base)")
   p.add_argument("--out", required=True, help="run directory to write")
   p.add_argument("--param-dtype", default="float32", choices=("float32", "bfloat16"),
                  help="dtype of the stored parameters (float32 masters by default)")

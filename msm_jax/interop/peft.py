@@ -137,3 +137,59 @@ def save_adapter(directory, adapters: dict, spec: LoraConfig, base_model: str = 
       Path(tmp).unlink(missing_ok=True)
       raise
   return directory
+
+
+def export_run_adapter(path, out_dir, *, step: int | None = None) -> Path:
+  """A LoRA run's adapter (`msm export-hf --peft`) -> a PEFT directory for its base model."""
+  import jax  # noqa: PLC0415
+  from msm_jax.checkpoint import open_run  # noqa: PLC0415
+
+  with open_run(path, step) as run:
+    if not run.is_lora:
+      raise PeftError(f"{run.path}: not a LoRA run (config.lora.rank is 0); export its weights "
+                      "with `msm export-hf` (no --peft)")
+    one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(lambda _: one, run.trainable.axes, is_leaf=lambda x: isinstance(x, tuple))
+    adapters = jax.device_get(run.restore_adapters(target))
+    record = run.meta["lora_base"]
+    with open_run(record["path"], record["step"]) as base_run:  # name the HF model it came from
+      base_model = base_run.meta.get("imported_from", record["path"])
+    return save_adapter(out_dir, adapters, run.trainable.spec, base_model)
+
+
+def import_adapter_run(adapter_dir, base, out) -> Path:
+  """`msm import-hf --peft`: a PEFT adapter on the msm-jax run `base` (e.g. an imported model)
+  -> a LoRA run in `out` (checkpoint 0, stage midtrain) that evaluates as the adapted model and
+  that `msm train --config.init_from=OUT --config.lora.rank=R` continues."""
+  import jax  # noqa: PLC0415
+  from msm_jax import sharding as shd  # noqa: PLC0415
+  from msm_jax.checkpoint import Checkpointer, lora_base_record, open_run  # noqa: PLC0415
+  from msm_jax.config import to_json  # noqa: PLC0415
+  from msm_jax.data.tokenizer import save_tokenizer_file  # noqa: PLC0415
+  from msm_jax.optim import make_optimizer  # noqa: PLC0415
+  from msm_jax.train_step import TrainState, fresh_optimizer, state_shardings  # noqa: PLC0415
+
+  out = Path(out).absolute()
+  with open_run(base) as base_run:
+    adapters, spec = load_adapter(adapter_dir, base_run.model_def)
+    cfg = base_run.config.copy_and_resolve_references()
+    cfg.lora.update(rank=spec.rank, alpha=spec.alpha, dropout=spec.dropout, targets=spec.targets)
+    cfg.init_from, cfg.stage = str(base_run.path), "midtrain"
+    mesh = shd.make_mesh(cfg)
+    record = lora_base_record(base_run, base_run.restore_params(mesh))
+    lm, tx = LoraModel(base_run.model_def, spec), make_optimizer(cfg)
+    shardings = state_shardings(lm, tx, mesh)
+    state = TrainState(step=None, params=jax.device_put(adapters, shardings.params),
+                       opt_state=None,
+                       rng=jax.device_put(jax.random.PRNGKey(cfg.seed), shardings.rng))
+    state = fresh_optimizer(state, tx, mesh, lm)
+    tokenizer = base_run.tokenizer
+    out.mkdir(parents=True, exist_ok=True)
+    save_tokenizer_file(tokenizer, out)
+    ckpt = Checkpointer(out / "checkpoints", async_save=False)
+    ckpt.save(0, state, cfg, stage="midtrain", tokenizer=tokenizer,
+              extra={"lora_base": record, "imported_peft": str(Path(adapter_dir).absolute())})
+    ckpt.close()
+  if jax.process_index() == 0:
+    (out / "config.json").write_text(to_json(cfg))
+  return out
