@@ -46,6 +46,7 @@ from msm_jax import sharding as shd
 from msm_jax.checkpoint import abstract_like
 from msm_jax.data.packing import FEATURES
 from msm_jax.flops import train_flops_per_token
+from msm_jax.lora import model_for
 from msm_jax.model import ModelDef
 from msm_jax.train_step import StepFunctions
 from msm_jax.trainer import _abstract_state
@@ -85,7 +86,7 @@ def compile_step(cfg, devices):
   """The train step compiled for `cfg.mesh` over `devices` on abstract inputs.
   Returns (StepFunctions, abstract state, abstract batch, Compiled)."""
   mesh = shd.make_mesh(cfg, devices)
-  model_def = ModelDef(cfg.model)
+  model_def = model_for(cfg, ModelDef(cfg.model))  # LoRA: the adapters train, the base is frozen
   steps = StepFunctions(cfg, model_def, mesh)
   state = abstract_like(_abstract_state(model_def, steps.tx), steps.state_shardings)
   batch = abstract_batch(cfg, shd.batch_sharding(mesh))
@@ -122,6 +123,8 @@ def plan(cfg, devices, accelerator: str = "v5p") -> dict:
       "tokens_per_step": tokens, "step_s_at_100_mfu": analytic / (n * peak_flops),
       "compile_s": compile_s,
   }
+  out["frozen_base_bytes"] = (0 if steps.base_shardings is None else  # LoRA's frozen base
+                              _shard_bytes(steps.model_def.base_abstract(), steps.base_shardings))
   out["suggestions"] = suggest(cfg, out)
   return out
 
@@ -187,6 +190,8 @@ def format_plan(cfg, p) -> str:
       "per device:",
       f"  parameters               {_fmt(p['params_bytes']):>12}",
       f"  optimizer state          {_fmt(p['opt_state_bytes']):>12}",
+      *([f"  frozen base (LoRA)       {_fmt(p['frozen_base_bytes']):>12}   (parameters and "
+         "optimizer state above: the adapters')"] if p.get("frozen_base_bytes") else []),
       f"  batch                    {_fmt(p['batch_bytes']):>12}",
       f"  activations/temporaries  {_fmt(p['temp_bytes']):>12}   (XLA memory analysis)",
       f"  peak                     {_fmt(p['peak_bytes']):>12}   of {_fmt(hbm)} HBM on "

@@ -181,5 +181,9 @@ class StepFunctions:
   def lower_train(self, state, batch):
     """The train step lowered for these (possibly abstract) inputs; `.compile()` it ahead of
     time (`msm plan`)."""
+    base = self._base
+    if self.base_shardings is not None and not base:  # LoRA: the frozen base, abstract
+      base = (jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                           self.model_def.base_abstract(), self.base_shardings),)
     with shd.activate(self.mesh):
-      return self._train.lower(state, batch)
+      return self._train.lower(state, batch, *base)
