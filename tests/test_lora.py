@@ -182,3 +182,20 @@ def test_fingerprint_is_mesh_independent_and_sees_one_changed_element():
   swapped["layers"]["attn"]["wq"] = base["layers"]["attn"]["wq"][::-1]  # layers reordered
   assert lora.fingerprint(swapped) != fp
   assert lora.fingerprint(jax.tree.map(lambda x: x.astype(jnp.bfloat16), base)) != fp
+
+
+def test_plan_counts_the_adapters_as_trained_and_the_base_as_frozen():
+  from msm_jax.plan import plan
+  cfg = lora_cfg(**{"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2, "lora.base_dtype": "bfloat16"})
+  p = plan(cfg, jax.devices())
+  md = ModelDef(cfg.model)
+  lm = lora.model_for(cfg, md)
+  steps = StepFunctions(cfg, lm, shd.make_mesh(cfg))
+  steps.set_base(md.init(jax.random.PRNGKey(0)))
+  state = steps.init_state(0)
+  dev = jax.devices()[0]
+  on_device = lambda tree: sum(s.data.nbytes for x in jax.tree.leaves(tree)
+                               for s in x.addressable_shards if s.device == dev)
+  assert p["param_count"] == lm.param_count()
+  assert p["params_bytes"] == on_device(state.params)
+  assert p["frozen_base_bytes"] == on_device(steps.base) > 0
