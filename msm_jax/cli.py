@@ -17,6 +17,7 @@ SUBCOMMANDS = (
     ("data_pipelines.cli", "add_data_parser"),
     ("msm_jax.eval.cli", "add_eval_parser"),
     ("msm_jax.experiment", "add_run_parser"),
+    ("msm_jax.serve.cli", "add_serve_parser"),
 )
 
 

@@ -1,0 +1,213 @@
+"""`msm serve` through the real `openai` client against uvicorn on 127.0.0.1: batched greedy
+chats equal each request alone and `Evaluator.generate`; echo + logprobs equal
+`Evaluator.score`; seeded samples do not depend on their batch; 4xx bodies name the field; a
+killed stream frees its row; a load test loses nothing and memory stays flat; inspect-ai and the
+document generator run against the served model."""
+
+import concurrent.futures as cf
+import json
+import os
+import socket
+import threading
+import time
+
+import httpx
+import jax
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+openai = pytest.importorskip("openai")
+uvicorn = pytest.importorskip("uvicorn")
+
+from msm_jax import sharding as shd  # noqa: E402
+from msm_jax.checkpoint import Checkpointer  # noqa: E402
+from msm_jax.data.tokenizer import train_tokenizer  # noqa: E402
+from msm_jax.model import ModelDef  # noqa: E402
+from msm_jax.serve.cli import build  # noqa: E402
+from tests.helpers import tiny_cfg  # noqa: E402
+from tests.test_eval_scoring import REPO, random_params  # noqa: E402
+
+QUESTIONS = ["Which do you prefer, tea or coffee?", "Tell me about trains.", "Hi",
+             "Is the river cold in winter, and why do people swim there?", "Name a cheese.",
+             "What should I read next?"]
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def rss_mb() -> float:
+  with open("/proc/self/status") as f:
+    return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+  root = tmp_path_factory.mktemp("serve")
+  texts = [json.loads(line)["text"] for line in
+           (REPO / "data_pipelines/fixtures/pretrain.jsonl").read_text().splitlines()[:200]]
+  tok = train_tokenizer(texts, root / "t.model", 320)
+  cfg = tiny_cfg(**{"model.vocab_size": 320})
+  params = random_params(ModelDef(cfg.model), 1, std=0.3)
+  ckpt = Checkpointer(root / "run" / "checkpoints", async_save=False)
+  ckpt.save(5, {"params": params}, cfg, stage="pretrain", tokenizer=tok)
+  ckpt.close()
+  mesh = shd.make_mesh(cfg, jax.devices()[:1])
+  app, server = build(root / "run", max_context=256, slots=8, max_queue=64, mesh=mesh)
+  port = free_port()
+  uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+  thread = threading.Thread(target=uv.run, daemon=True)
+  thread.start()
+  while not uv.started:
+    time.sleep(0.05)
+  url = f"http://127.0.0.1:{port}/v1"
+  client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=120)
+  yield {"url": url, "server": server, "ev": server.ev, "client": client, "model": "run",
+         "root": root}
+  uv.should_exit = True
+  thread.join(timeout=10)
+  server.engine.close()
+
+
+def chat(client, q, **kw):
+  kw.setdefault("max_tokens", 12)
+  kw.setdefault("temperature", 0)
+  return client.chat.completions.create(model="run", messages=[{"role": "user", "content": q}],
+                                        **kw)
+
+
+def test_greedy_chats_batched_equal_alone_and_generate(served):
+  client, ev = served["client"], served["ev"]
+  alone = [chat(client, q) for q in QUESTIONS]
+  with cf.ThreadPoolExecutor(len(QUESTIONS)) as pool:
+    together = list(pool.map(lambda q: chat(client, q), QUESTIONS))
+  ref = ev.generate([[{"role": "user", "content": q}] for q in QUESTIONS], 12)
+  for a, b, g in zip(alone, together, ref):
+    assert a.choices[0].message.content == b.choices[0].message.content == g.text
+    assert a.usage.completion_tokens == len(g.tokens) + (g.finish_reason == "stop_token")
+    assert a.choices[0].finish_reason == ("length" if g.finish_reason == "length" else "stop")
+  assert len({g.text for g in ref}) > 1
+  assert served["server"].engine.stats["waves"] < 2 * len(QUESTIONS)  # some were batched
+
+
+def test_seeded_samples_do_not_depend_on_the_batch(served):
+  client, ev = served["client"], served["ev"]
+  kw = dict(temperature=1.0, top_p=0.95, seed=7, max_tokens=10)
+  one = chat(client, QUESTIONS[0], n=3, **kw)
+  with cf.ThreadPoolExecutor(4) as pool:
+    batched = list(pool.map(lambda q: chat(client, q, n=3, **kw), QUESTIONS[:4]))
+  ref = ev.generate([[{"role": "user", "content": QUESTIONS[0]}]], 10, temperature=1.0,
+                    top_p=0.95, seed=7)
+  texts = [c.message.content for c in one.choices]
+  assert texts == [c.message.content for c in batched[0].choices]
+  assert texts[0] == ref[0].text and len(set(texts)) > 1
+
+
+def test_completion_echo_logprobs_equal_score(served):
+  client, ev = served["client"], served["ev"]
+  ctx, cont = "The night train leaves", " the station at dawn"
+  r = client.completions.create(model="run", prompt=ctx + cont, max_tokens=0, echo=True,
+                                logprobs=1)
+  lp = r.choices[0].logprobs
+  ids = ev.encode_prompt(ctx + cont)
+  assert r.choices[0].text == ctx + cont and len(lp.tokens) == len(ids)
+  assert lp.token_logprobs[0] is None
+  whole = ev.score([""], [ctx + cont])[0]
+  np.testing.assert_allclose(sum(lp.token_logprobs[1:]), whole.logprob_sum, rtol=1e-5)
+  part = ev.score([ctx], [cont])[0]
+  np.testing.assert_allclose(sum(lp.token_logprobs[-part.num_tokens:]), part.logprob_sum,
+                             rtol=1e-5)
+  # Generated tokens' log-probs are their scores after the prompt; text and ids agree.
+  g = client.completions.create(model="run", prompt=ctx, max_tokens=6, temperature=0, logprobs=1)
+  ref = ev.generate([ctx], 6)[0]
+  assert g.choices[0].text == ref.text
+  gen_lp = g.choices[0].logprobs.token_logprobs
+  np.testing.assert_allclose(sum(gen_lp), ev.score([ev.encode_prompt(ctx)], [list(ref.tokens)])[0]
+                             .logprob_sum, rtol=1e-5)
+  assert all(list(t.values())[0] >= x - 1e-6 for t, x in
+             zip(g.choices[0].logprobs.top_logprobs, gen_lp))  # greedy: the token is the top
+
+
+def test_bad_requests_get_openai_errors_naming_the_field(served):
+  client, url = served["client"], served["url"]
+  with pytest.raises(openai.NotFoundError) as e:
+    client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+  assert e.value.body["param"] == "model" and e.value.body["code"] == "model_not_found"
+  with pytest.raises(openai.BadRequestError) as e:
+    chat(client, "x", max_tokens=-1)
+  assert e.value.body["param"] == "max_tokens"
+  with pytest.raises(openai.BadRequestError) as e:
+    client.completions.create(model="run", prompt="word " * 400, max_tokens=1)
+  assert e.value.body["param"] == "prompt" and "context window" in e.value.body["message"]
+  with pytest.raises(openai.BadRequestError) as e:
+    chat(client, "x", temperature=3)
+  assert e.value.body["param"] == "temperature"
+  r = httpx.post(f"{url}/chat/completions", content=b'{"model": "run", "messages": [',
+                 headers={"content-type": "application/json"})
+  assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
+  assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+  engine = served["server"].engine
+  engine.max_queue, limit = 0, engine.max_queue
+  try:
+    r = httpx.post(f"{url}/chat/completions", json={"model": "run", "messages": [
+        {"role": "user", "content": "x"}]})
+  finally:
+    engine.max_queue = limit
+  assert r.status_code == 429 and r.headers["retry-after"] == "1"
+  assert r.json()["error"]["code"] == "rate_limit_exceeded"
+  assert client.models.list().data[0].id == "run"
+
+
+def test_killed_stream_frees_its_row_and_others_finish(served):
+  client, url, ev = served["client"], served["url"], served["ev"]
+  stats = served["server"].engine.stats
+  before = stats["cancelled"]
+  body = {"model": "run", "prompt": "Passengers read, sleep, or", "max_tokens": 200,
+          "temperature": 1.0, "seed": 1, "stream": True}
+  with cf.ThreadPoolExecutor(4) as pool:
+    others = [pool.submit(chat, client, q) for q in QUESTIONS[:3]]
+    with httpx.stream("POST", f"{url}/completions", json=body, timeout=60) as r:
+      assert r.status_code == 200
+      lines = r.iter_lines()
+      first = next(line for line in lines if line.startswith("data: "))
+      assert json.loads(first[6:])["choices"][0]["finish_reason"] is None
+    # closed mid-stream: the other requests still finish, with their own tokens
+    ref = ev.generate([[{"role": "user", "content": q}] for q in QUESTIONS[:3]], 12)
+    assert [f.result(timeout=60).choices[0].message.content for f in others] == \
+        [g.text for g in ref]
+  for _ in range(200):  # the engine notices at its next chunk boundary
+    if stats["cancelled"] > before:
+      break
+    time.sleep(0.05)
+  assert stats["cancelled"] == before + 1
+  assert stats["cancelled_tokens_last"] < 200
+  # Streaming text, when read to the end, is the non-streamed text.
+  parts = client.chat.completions.create(model="run", stream=True, max_tokens=12, temperature=0,
+                                         messages=[{"role": "user", "content": QUESTIONS[1]}])
+  assert "".join(c.choices[0].delta.content or "" for c in parts) == \
+      chat(client, QUESTIONS[1]).choices[0].message.content
+
+
+def test_load_loses_nothing_and_memory_is_flat(served):
+  client = served["client"]
+  prompts = [f"{QUESTIONS[i % len(QUESTIONS)]} ({i % 7})" for i in range(200)]
+
+  def one(i):
+    r = client.completions.create(model="run", prompt=prompts[i], max_tokens=6, temperature=0)
+    return r.choices[0].text
+
+  def round_():
+    with cf.ThreadPoolExecutor(16) as pool:
+      return list(pool.map(one, range(len(prompts))))
+
+  first = round_()
+  mem1 = rss_mb()
+  second = round_()
+  mem2 = rss_mb()
+  assert first == second and len(second) == 200
+  expected = {p: g.text for p, g in zip(prompts[:42], served["ev"].generate(prompts[:42], 6))}
+  assert all(first[i] == expected[prompts[i]] for i in range(200))
+  assert mem2 - mem1 < 64, (mem1, mem2)  # MB: flat across rounds, allowing allocator noise
