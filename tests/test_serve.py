@@ -6,7 +6,6 @@ document generator run against the served model."""
 
 import concurrent.futures as cf
 import json
-import os
 import socket
 import threading
 import time
@@ -28,9 +27,10 @@ from msm_jax.serve.cli import build  # noqa: E402
 from tests.helpers import tiny_cfg  # noqa: E402
 from tests.test_eval_scoring import REPO, random_params  # noqa: E402
 
-QUESTIONS = ["Which do you prefer, tea or coffee?", "Tell me about trains.", "Hi",
-             "Is the river cold in winter, and why do people swim there?", "Name a cheese.",
-             "What should I read next?"]
+# Rendered chat prompts of 17-32 tokens: one prompt bucket, so few programs compile.
+QUESTIONS = ["Tea or coffee?", "Tell me about trains.", "Hi there, how are you?",
+             "Is the river cold in winter?", "Name a cheese.", "What should I read next?"]
+SAMPLED = dict(temperature=1.0, top_p=0.95)
 
 
 def free_port() -> int:
@@ -90,12 +90,11 @@ def test_greedy_chats_batched_equal_alone_and_generate(served):
     assert a.usage.completion_tokens == len(g.tokens) + (g.finish_reason == "stop_token")
     assert a.choices[0].finish_reason == ("length" if g.finish_reason == "length" else "stop")
   assert len({g.text for g in ref}) > 1
-  assert served["server"].engine.stats["waves"] < 2 * len(QUESTIONS)  # some were batched
 
 
 def test_seeded_samples_do_not_depend_on_the_batch(served):
   client, ev = served["client"], served["ev"]
-  kw = dict(temperature=1.0, top_p=0.95, seed=7, max_tokens=10)
+  kw = dict(SAMPLED, seed=7, max_tokens=10)
   one = chat(client, QUESTIONS[0], n=3, **kw)
   with cf.ThreadPoolExecutor(4) as pool:
     batched = list(pool.map(lambda q: chat(client, q, n=3, **kw), QUESTIONS[:4]))
@@ -165,15 +164,18 @@ def test_killed_stream_frees_its_row_and_others_finish(served):
   client, url, ev = served["client"], served["url"], served["ev"]
   stats = served["server"].engine.stats
   before = stats["cancelled"]
-  body = {"model": "run", "prompt": "Passengers read, sleep, or", "max_tokens": 200,
-          "temperature": 1.0, "seed": 1, "stream": True}
+  body = {"model": "run", "messages": [{"role": "user", "content": QUESTIONS[4]}],
+          "max_tokens": 200, "seed": 1, "stream": True, **SAMPLED}
   with cf.ThreadPoolExecutor(4) as pool:
     others = [pool.submit(chat, client, q) for q in QUESTIONS[:3]]
-    with httpx.stream("POST", f"{url}/completions", json=body, timeout=60) as r:
+    with httpx.stream("POST", f"{url}/chat/completions", json=body, timeout=60) as r:
       assert r.status_code == 200
-      lines = r.iter_lines()
-      first = next(line for line in lines if line.startswith("data: "))
-      assert json.loads(first[6:])["choices"][0]["finish_reason"] is None
+      chunks = []
+      for line in r.iter_lines():
+        chunks += [json.loads(line[6:])] if line.startswith("data: ") else []
+        if len(chunks) == 2:
+          break
+      assert chunks[1]["choices"][0]["finish_reason"] is None
     # closed mid-stream: the other requests still finish, with their own tokens
     ref = ev.generate([[{"role": "user", "content": q}] for q in QUESTIONS[:3]], 12)
     assert [f.result(timeout=60).choices[0].message.content for f in others] == \
@@ -203,7 +205,10 @@ def test_load_loses_nothing_and_memory_is_flat(served):
     with cf.ThreadPoolExecutor(16) as pool:
       return list(pool.map(one, range(len(prompts))))
 
+  stats = served["server"].engine.stats
+  waves, jobs = stats["waves"], stats["jobs"]
   first = round_()
+  assert (stats["jobs"] - jobs) / (stats["waves"] - waves) > 2  # requests were batched
   mem1 = rss_mb()
   second = round_()
   mem2 = rss_mb()

@@ -57,12 +57,13 @@ class Job:
 class Engine:
   """Owns the device for generation: `submit` from any thread, results come back via `emit`."""
 
-  def __init__(self, evaluator, *, slots: int = 16, max_queue: int = 256, chunk: int = 8):
+  def __init__(self, evaluator, *, slots: int = 16, max_queue: int = 256, chunk: int = 8,
+               gather_s: float = 0.005):
     self.ev = evaluator
     self.sampler = evaluator.sampler
     shards = self.sampler.shards
     self.rows = max(1, -(-int(slots) // shards)) * shards
-    self.max_queue, self.chunk = int(max_queue), int(chunk)
+    self.max_queue, self.chunk, self.gather_s = int(max_queue), int(chunk), float(gather_s)
     self._pending: collections.deque[Job] = collections.deque()
     self._cv = threading.Condition()
     self._closed = False
@@ -102,6 +103,8 @@ class Engine:
         if self._closed:
           return None
         self._cv.wait()
+      if len(self._pending) < self.rows and self.gather_s > 0:
+        self._cv.wait(self.gather_s)  # let requests sent together land in one wave
       sp = self._pending[0].sp
       wave, rest = [], collections.deque()
       while self._pending:
