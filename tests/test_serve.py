@@ -216,3 +216,92 @@ def test_load_loses_nothing_and_memory_is_flat(served):
   expected = {p: g.text for p, g in zip(prompts[:42], served["ev"].generate(prompts[:42], 6))}
   assert all(first[i] == expected[prompts[i]] for i in range(200))
   assert mem2 - mem1 < 64, (mem1, mem2)  # MB: flat across rounds, allowing allocator noise
+
+
+def test_inspect_eval_of_the_value_task_writes_its_log(served, tmp_path, monkeypatch):
+  inspect_ai = pytest.importorskip("inspect_ai", reason="inspect-ai is in the test extra")
+  from msm_jax.serve.inspect_task import value_questions
+  monkeypatch.setenv("MSM_BASE_URL", served["url"])
+  monkeypatch.setenv("MSM_API_KEY", "unused")
+  logs = inspect_ai.eval(value_questions(world="cheese"), model="openai-api/msm/run", limit=4,
+                         log_dir=str(tmp_path), display="none")
+  log = logs[0]
+  assert log.status == "success", log.error
+  assert len(log.samples) == 4 and list(tmp_path.glob("*.eval"))
+  assert "accuracy" in log.results.scores[0].metrics
+  # The answers inspect recorded are the served model's greedy replies.
+  ev = served["ev"]
+  ref = ev.generate([[{"role": "user", "content": s.input}] for s in log.samples], 16)
+  assert [s.output.completion for s in log.samples] == [g.text for g in ref]
+
+
+ITEMS = ('<items>[{"name": "Saying how sure it is", "description": "Confidence, stated.", '
+         '"section": "Saying how sure it is", "text": "Nova labels a guess as a guess."}]</items>')
+DOCUMENT = ("<document>Nova told the committee that it was only fairly sure of the figure, and it "
+            "said where the committee could check it before the vote on the new bridge.</document>")
+SPEC = ("---\nname: tiny\nassistant: Nova\ndeveloper: Lab\n---\nNova says how sure it is.\n\n"
+        "## Saying how sure it is\n\nNova labels a guess as a guess.\n")
+
+
+def chain_params(cfg, tok, chain):
+  """A model that ignores its context and answers every chat with `chain`: every block's
+  output projection is zero, so logits depend on the last token only (a bigram table), and
+  each token of the chain (the assistant header first) points at the next, the last at the
+  end-of-turn token."""
+  rng = np.random.default_rng(0)
+  tree = ModelDef(cfg.model).pure_abstract()
+  p = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), tree)
+  d = cfg.model.d_model
+  p["embed"] = (0.01 * rng.standard_normal(p["embed"].shape)).astype(np.float32)
+  for k in ("attn_norm", "mlp_norm"):
+    p["layers"][k]["scale"][:] = 1
+  p["final_norm"]["scale"][:] = 1
+  for name in ("wq", "wk", "wv", "w_gate", "w_up"):
+    sub = "attn" if name.startswith("w") and len(name) == 2 else "mlp"
+    p["layers"][sub][name] = (0.1 * rng.standard_normal(p["layers"][sub][name].shape)
+                              ).astype(np.float32)
+  for i, (a, b) in enumerate(zip(chain, chain[1:])):
+    p["embed"][a] = np.eye(d)[i]
+    p["lm_head"][:, b] = 10 * np.eye(d)[i]
+  return p
+
+
+def test_generator_writes_a_corpus_through_the_served_model(served, tmp_path, monkeypatch):
+  from msm_jax.cli import main
+  from msm_jax.data.chat import ALL_SPECIAL_TOKENS, end_of_turn_id, render_prompt
+  root = served["root"]
+  texts = [json.loads(line)["text"] for line in
+           (REPO / "data_pipelines/fixtures/pretrain.jsonl").read_text().splitlines()[:200]]
+  tok = train_tokenizer(texts, root / "chain.model", 400,
+                        special_tokens=ALL_SPECIAL_TOKENS + (ITEMS, DOCUMENT))
+  cfg = tiny_cfg(**{"model.vocab_size": 400, "model.tie_embeddings": False})
+  header = int(render_prompt([{"role": "user", "content": "x"}], tok, "msm")[-1])
+  chain = [header, tok.token_id(ITEMS), tok.token_id(DOCUMENT), end_of_turn_id(tok, "msm")]
+  ckpt = Checkpointer(root / "chain" / "checkpoints", async_save=False)
+  ckpt.save(1, {"params": chain_params(cfg, tok, chain)}, cfg, stage="finetune", tokenizer=tok)
+  ckpt.close()
+  app, server = build(root / "chain", max_context=2048, slots=2,
+                      mesh=shd.make_mesh(cfg, jax.devices()[:1]))
+  port = free_port()
+  uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+  thread = threading.Thread(target=uv.run, daemon=True)
+  thread.start()
+  try:
+    while not uv.started:
+      time.sleep(0.05)
+    (tmp_path / "spec.md").write_text(SPEC)
+    monkeypatch.setenv("MSM_TEST_KEY", "unused")
+    out = tmp_path / "corpus"
+    rc = main(["generate", "docs", "--spec", str(tmp_path / "spec.md"), "--out", str(out),
+               "--backend", "llm", "--llm-provider", "openai", "--llm-model", "chain",
+               "--llm-base-url", f"http://127.0.0.1:{port}/v1", "--llm-api-key-env",
+               "MSM_TEST_KEY", "--llm-max-tokens", "64", "--llm-temperature", "0",
+               "--num-docs", "2", "--fanout", "1,1,1,1,1", "--docs-per-idea", "2",
+               "--no-progress"])
+  finally:
+    uv.should_exit = True
+    thread.join(timeout=10)
+    server.engine.close()
+  assert rc == 0 and server.engine.stats["jobs"] >= 7  # 5 tree stages + 2 documents
+  docs = [json.loads(line) for line in (out / "dataset.jsonl").read_text().splitlines()]
+  assert len(docs) == 2 and all("bridge" in d["text"] for d in docs)
