@@ -22,6 +22,7 @@ import collections
 import dataclasses
 import logging
 import threading
+import time
 from typing import Callable
 
 import jax
@@ -58,12 +59,13 @@ class Engine:
   """Owns the device for generation: `submit` from any thread, results come back via `emit`."""
 
   def __init__(self, evaluator, *, slots: int = 16, max_queue: int = 256, chunk: int = 8,
-               gather_s: float = 0.005):
+               gather_s: float = 0.005, gather_max_s: float = 0.05):
     self.ev = evaluator
     self.sampler = evaluator.sampler
     shards = self.sampler.shards
     self.rows = max(1, -(-int(slots) // shards)) * shards
-    self.max_queue, self.chunk, self.gather_s = int(max_queue), int(chunk), float(gather_s)
+    self.max_queue, self.chunk = int(max_queue), int(chunk)
+    self.gather_s, self.gather_max_s = float(gather_s), float(gather_max_s)
     self._pending: collections.deque[Job] = collections.deque()
     self._cv = threading.Condition()
     self._closed = False
@@ -103,8 +105,14 @@ class Engine:
         if self._closed:
           return None
         self._cv.wait()
-      if len(self._pending) < self.rows and self.gather_s > 0:
-        self._cv.wait(self.gather_s)  # let requests sent together land in one wave
+      # Let requests sent together land in one wave: wait while they keep arriving (each
+      # within gather_s of the last), at most gather_max_s.
+      deadline = time.monotonic() + self.gather_max_s
+      while 0 < len(self._pending) < self.rows and time.monotonic() < deadline:
+        before = len(self._pending)
+        self._cv.wait(min(self.gather_s, max(0.0, deadline - time.monotonic())))
+        if len(self._pending) == before:
+          break
       sp = self._pending[0].sp
       wave, rest = [], collections.deque()
       while self._pending:
