@@ -305,3 +305,34 @@ def test_generator_writes_a_corpus_through_the_served_model(served, tmp_path, mo
   assert rc == 0 and server.engine.stats["jobs"] >= 7  # 5 tree stages + 2 documents
   docs = [json.loads(line) for line in (out / "dataset.jsonl").read_text().splitlines()]
   assert len(docs) == 2 and all("bridge" in d["text"] for d in docs)
+
+
+def test_rows_resumed_mid_wave_keep_their_tokens(served):
+  """Jobs queued while a wave runs end it early; its live rows resume in the next wave with
+  the same greedy tokens and the same seeded sample as generating alone."""
+  from msm_jax.eval.sampling import SamplingParams
+  from msm_jax.serve.engine import Job
+  ev, engine = served["ev"], served["server"].engine
+  prompt = ev.encode_prompt([{"role": "user", "content": QUESTIONS[1]}])
+  out = {}
+
+  def job(name, sp, seed=0):
+    first, final = threading.Event(), threading.Event()
+    def emit(event):
+      first.set()
+      if "finish_reason" in event:
+        out[name] = event
+        final.set()
+    return Job(ids=prompt, max_new=24, sp=sp, seed=seed, emit=emit), first, final
+
+  for sp, kw in ((SamplingParams(), {}), (SamplingParams(**SAMPLED), SAMPLED)):
+    resumed = engine.stats["resumed"]
+    a, a_first, a_final = job("a", sp, seed=3)
+    engine.submit([a])
+    assert a_first.wait(60)
+    others = [job(f"b{i}", sp, seed=i) for i in range(2)]
+    engine.submit([j for j, _, _ in others])
+    assert a_final.wait(60) and all(f.wait(60) for _, _, f in others)
+    assert engine.stats["resumed"] > resumed
+    ref = ev.generate([prompt], 24, seed=3, **kw)[0]
+    assert out["a"]["tokens"] == list(ref.tokens) and len(ref.tokens) > 8

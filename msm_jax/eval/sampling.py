@@ -69,6 +69,7 @@ class LoopState:
   max_new: jax.Array  # [B] token limits
   next_pos: jax.Array  # [B] rotary position of the next token
   keys: jax.Array  # [B] sampling keys
+  offset: jax.Array  # [B] tokens each row generated before this loop (folded into its keys)
 
 
 def filter_logits(logits_BxV, sp: SamplingParams, vocab_limit: int, banned: tuple = ()):
@@ -96,10 +97,12 @@ def filter_logits(logits_BxV, sp: SamplingParams, vocab_limit: int, banned: tupl
 
 
 def next_token(logits_BxV, keys_B, step, sp: SamplingParams, vocab_limit: int, banned=()):
+  """`step`: the index of the token being drawn, one for all rows or one per row [B]."""
   logits_BxV = filter_logits(logits_BxV, sp, vocab_limit, banned)
   if sp.temperature <= 0:
     return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
-  step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys_B, step)
+  step_B = jnp.broadcast_to(jnp.asarray(step, jnp.int32), keys_B.shape)
+  step_keys = jax.vmap(jax.random.fold_in)(keys_B, step_B)
   return jax.vmap(jax.random.categorical)(step_keys, logits_BxV).astype(jnp.int32)
 
 
@@ -136,7 +139,7 @@ def decode(model_def, params, state: DecodeState, loop: LoopState, limit, *, pro
   def body(carry):
     st, lp = carry
     step, done_B, pos_B = lp.step, lp.done, lp.next_pos
-    tok_B = next_token(st.logits, lp.keys, step, sp, vocab_limit, banned)
+    tok_B = next_token(st.logits, lp.keys, step + lp.offset, sp, vocab_limit, banned)
     tok_B = jnp.where(done_B, 0, tok_B)
     slot = p + step
     put = lambda a, x_B: jax.lax.dynamic_update_slice_in_dim(a, x_B[:, None], slot, 1)
@@ -195,10 +198,13 @@ class Sampler:
     return self._prefill[key], self._decode[dkey]
 
   def start(self, params, prompts: Sequence[list], max_new: Sequence[int], keys, *, rows: int,
-            prompt_len: int, budget: int, sp: SamplingParams, use_cache: bool = True):
+            prompt_len: int, budget: int, sp: SamplingParams, use_cache: bool = True,
+            offsets: Sequence[int] | None = None):
     """Left-pad one group of prompts into a [rows, prompt_len + budget] block and prefill it.
-    `keys`: one sampling key per prompt. -> (DecodeState, LoopState, the jitted decode fn);
-    shared by `__call__` and the server's batching loop (msm_jax.serve.engine)."""
+    `keys`: one sampling key per prompt; `offsets`: per prompt, how many of its tokens were
+    generated before (a resumed row draws its next token with the key of that step).
+    -> (DecodeState, LoopState, the jitted decode fn); shared by `__call__` and the server's
+    batching loop (msm_jax.serve.engine)."""
     p, c = prompt_len, prompt_len + budget
     tokens = np.full((rows, c), self.pad_id, np.int32)
     positions = np.zeros((rows, c), np.int32)
@@ -218,7 +224,9 @@ class Sampler:
     prefill_fn, decode_fn = self._fns(p, use_cache, sp)
     loop = LoopState(step=jnp.zeros((), jnp.int32), done=jnp.asarray(limits <= 0),
                      stopped=jnp.zeros((rows,), bool), count=jnp.zeros((rows,), jnp.int32),
-                     max_new=jnp.asarray(limits), next_pos=jnp.asarray(lengths), keys=row_keys)
+                     max_new=jnp.asarray(limits), next_pos=jnp.asarray(lengths), keys=row_keys,
+                     offset=jnp.asarray(np.pad(np.asarray(offsets or [0] * len(prompts),
+                                                          np.int32), (0, rows - len(prompts)))))
     loop = jax.device_put(loop, shd.replicated(self.mesh))
     placed = [jax.device_put(a, self.batch_sharding) for a in (tokens, positions, segments)]
     with shd.activate(self.mesh):

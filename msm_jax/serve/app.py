@@ -245,7 +245,7 @@ def create_app(server: Server) -> FastAPI:
       results = await asyncio.gather(*(server.finish(q) for _, q in pairs))
     finally:
       _cancel(pairs)
-    done = sum(len(r["tokens"]) for r in results)
+    done = sum(r["usage"] for r in results)
     return {**head, "object": "chat.completion", "choices": [
         {"index": i, "message": {"role": "assistant", "content": r["text"]}, "logprobs": None,
          "finish_reason": r["finish_reason"]} for i, r in enumerate(results)],
@@ -288,7 +288,8 @@ def create_app(server: Server) -> FastAPI:
       finally:
         _cancel(pairs)
     else:  # max_tokens=0: nothing to generate
-      results = [{"text": "", "tokens": [], "finish_reason": "length"}] * (len(prompts) * prm["n"])
+      results = [{"text": "", "tokens": [], "usage": 0, "finish_reason": "length"}] * (
+          len(prompts) * prm["n"])
     choices, used = [], 0
     for k, r in enumerate(results):
       text, ids = prompts[k // prm["n"]]
@@ -299,7 +300,7 @@ def create_app(server: Server) -> FastAPI:
           pre = await server.logprobs([], ids)
           lp = {key: pre[key] + lp[key] for key in lp}
           lp["text_offset"] = pre["text_offset"] + [o + len(text) for o in lp["text_offset"]]
-      used += len(r["tokens"])
+      used += r["usage"]
       choices.append({"index": k, "text": out_text, "logprobs": lp,
                       "finish_reason": r["finish_reason"]})
     n_prompt = sum(len(ids) for _, ids in prompts)

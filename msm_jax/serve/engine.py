@@ -3,17 +3,18 @@ blocks, on one engine thread, with the eval harness's jitted prefill and decode 
 
 Batching is by fixed ticks. The engine thread takes up to `slots` queued jobs that share one
 sampling setting (temperature, top-k, top-p are static in the compiled loop), left-pads them
-into a [slots, P + N] block (P, N: power-of-two buckets of the longest prompt and token limit,
+into a [slots, P + N] block (P, N: power-of-two buckets of the longest context and token limit,
 `Sampler.start`), prefills, and decodes `chunk` tokens per call. Between chunks it streams each
-row's new text, applies stop strings, and marks done the rows whose client went away; the wave
-ends when every row is done, and the next wave admits whatever queued meanwhile. Admission
-happens only between waves: the cache has one write index for the whole block, so a row cannot
-restart mid-wave without a per-row cache index in the model. Shapes come from the buckets only,
-so nothing compiles per request (each distinct sampling setting compiles its own loop once).
+row's new text, applies stop strings, and marks done the rows whose client went away. New jobs
+are admitted between chunks too: the cache has one write index for the whole block, so when
+queued jobs could fill at least half as many rows as are still live, the wave ends there and
+the next one starts with the live rows (re-prefilled with their prompt plus what they generated)
+and the newcomers. Shapes come from the buckets only, so nothing compiles per request (each
+distinct sampling setting compiles its own loop once).
 
 A job's sample depends only on its prompt, settings and key: the key is
 `fold_in(key(seed), choice)`, the same key `Evaluator.generate([prompt], seed=seed)` gives its
-row, and each step folds in the step number, which every row of a wave shares from 0.
+row, and each token folds in its own index (counted across waves: `LoopState.offset`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class Job:
   stop: tuple = ()
   emit: Callable[[dict], None] = lambda event: None
   cancelled: threading.Event = dataclasses.field(default_factory=threading.Event)
+  gen: list = dataclasses.field(default_factory=list)  # tokens generated in earlier waves
+  sent: str = ""  # text emitted so far
 
 
 class Engine:
@@ -94,10 +97,11 @@ class Engine:
       self._cv.notify()
     self._thread.join(timeout=30)
 
-  def _take(self) -> list[Job] | None:
-    """The oldest live job and the next queued ones with the same settings (at most `rows`)."""
+  def _take(self, carry: list[Job]) -> list[Job] | None:
+    """`carry` (rows resumed from the last wave) plus queued jobs with the same settings, or,
+    with nothing carried, the oldest live job and the next ones like it (at most `rows`)."""
     with self._cv:
-      while True:
+      while not carry:
         while self._pending and self._pending[0].cancelled.is_set():
           self._pending.popleft()
         if self._pending:
@@ -105,16 +109,17 @@ class Engine:
         if self._closed:
           return None
         self._cv.wait()
-      # Let requests sent together land in one wave: wait while they keep arriving (each
-      # within gather_s of the last), at most gather_max_s.
-      deadline = time.monotonic() + self.gather_max_s
-      while 0 < len(self._pending) < self.rows and time.monotonic() < deadline:
-        before = len(self._pending)
-        self._cv.wait(min(self.gather_s, max(0.0, deadline - time.monotonic())))
-        if len(self._pending) == before:
-          break
-      sp = self._pending[0].sp
-      wave, rest = [], collections.deque()
+      if not carry:
+        # Let requests sent together land in one wave: wait while they keep arriving (each
+        # within gather_s of the last), at most gather_max_s.
+        deadline = time.monotonic() + self.gather_max_s
+        while 0 < len(self._pending) < self.rows and time.monotonic() < deadline:
+          before = len(self._pending)
+          self._cv.wait(min(self.gather_s, max(0.0, deadline - time.monotonic())))
+          if len(self._pending) == before:
+            break
+      sp = (carry or self._pending)[0].sp
+      wave, rest = list(carry), collections.deque()
       while self._pending:
         job = self._pending.popleft()
         if job.cancelled.is_set():
@@ -123,25 +128,35 @@ class Engine:
       self._pending = rest
       return wave
 
+  def _joinable(self, sp: SamplingParams, free: int) -> int:
+    """How many queued jobs could join a wave with these settings and `free` rows."""
+    with self._cv:
+      return min(free, sum(1 for j in self._pending if j.sp == sp and not j.cancelled.is_set()))
+
   def _loop(self) -> None:
-    while (wave := self._take()) is not None:
+    carry: list[Job] = []
+    while (wave := self._take(carry)) is not None:
       try:
-        self._run(wave)
+        carry = self._run(wave)
       except Exception as e:  # a failed wave fails its jobs, never the server
         log.exception("generation wave failed")
+        carry = []
         for job in wave:
           job.emit({"error": f"{type(e).__name__}: {e}"})
 
-  def _run(self, jobs: list[Job]) -> None:
+  def _run(self, jobs: list[Job]) -> list[Job]:
+    """Decode one wave; -> the unfinished jobs when it stops early to admit queued ones."""
     s, ev = self.sampler, self.ev
-    p = length_bucket(max(len(j.ids) for j in jobs))
-    n = length_bucket(max(max(j.max_new for j in jobs), 1))
+    contexts = [j.ids + j.gen for j in jobs]
+    limits = [j.max_new - len(j.gen) for j in jobs]
+    p = length_bucket(max(len(c) for c in contexts))
+    n = length_bucket(max(max(limits), 1))
     keys = jnp.stack([jax.random.fold_in(jax.random.key(j.seed), j.choice) for j in jobs])
-    state, loop, decode_fn = s.start(ev.params, [j.ids for j in jobs], [j.max_new for j in jobs],
-                                     keys, rows=self.rows, prompt_len=p, budget=n, sp=jobs[0].sp)
+    state, loop, decode_fn = s.start(ev.params, contexts, limits, keys, rows=self.rows,
+                                     prompt_len=p, budget=n, sp=jobs[0].sp,
+                                     offsets=[len(j.gen) for j in jobs])
     self.stats["waves"] += 1
     self.stats["jobs"] += len(jobs)
-    sent = [""] * len(jobs)  # text already emitted per row
     finished = [False] * len(jobs)
     hold = [max((len(x) for x in j.stop), default=1) - 1 for j in jobs]
     with shd.activate(s.mesh):
@@ -155,7 +170,7 @@ class Engine:
         for r, job in enumerate(jobs):
           if finished[r]:
             continue
-          ids = gen[r, :count[r] - int(stopped[r])]
+          ids = job.gen + gen[r, :count[r] - int(stopped[r])].tolist()
           text = ev.tokenizer.decode(ids)
           reason = None
           hits = [text.find(x) for x in job.stop if x in text]
@@ -163,29 +178,36 @@ class Engine:
             text, reason = text[:min(hits)], "stop"
           elif stopped[r]:
             reason = "stop"
-          elif done[r] or count[r] >= job.max_new:
+          elif done[r] or len(ids) >= job.max_new:
             reason = "length"
           if job.cancelled.is_set():
             reason = "cancelled"
           if reason is None:
-            safe = text[:max(len(sent[r]), len(text) - hold[r])]
-            if len(safe) > len(sent[r]):
-              job.emit({"text": safe[len(sent[r]):]})
-              sent[r] = safe
+            safe = text[:max(len(job.sent), len(text) - hold[r])]
+            if len(safe) > len(job.sent):
+              job.emit({"text": safe[len(job.sent):]})
+              job.sent = safe
             continue
           finished[r] = True
           newly_done |= not done[r]
           done[r] = True
-          self.stats["tokens"] += int(count[r])
+          self.stats["tokens"] += len(ids) + int(stopped[r])
           if reason == "cancelled":
             self.stats["cancelled"] += 1
-            self.stats["cancelled_tokens_last"] = int(count[r])
-          job.emit({"text": text[len(sent[r]):], "finish_reason": reason,
-                    "tokens": [int(t) for t in ids]})
-        if all(finished) or int(s._fetch(loop.step)) >= n:
-          break
+            self.stats["cancelled_tokens_last"] = len(ids)
+          job.emit({"text": text[len(job.sent):], "finish_reason": reason, "tokens": ids,
+                    "usage": len(ids) + int(stopped[r])})
+        live = [r for r in range(len(jobs)) if not finished[r]]
+        if not live:
+          return []
+        if int(s._fetch(loop.step)) >= n:
+          raise RuntimeError(f"rows {live} still live after the wave's {n} tokens")
+        if self._joinable(jobs[0].sp, self.rows - len(live)) >= max(1, len(live) // 2):
+          # Queued jobs are waiting and enough rows are free: end the wave here and carry the
+          # live rows into the next one, re-prefilled with what they generated so far.
+          self.stats["resumed"] += len(live)
+          for r in live:
+            jobs[r].gen = jobs[r].gen + gen[r, :count[r]].tolist()
+          return [jobs[r] for r in live]
         if newly_done:  # stop strings and cancellations end rows the loop cannot see
           loop = loop.replace(done=jax.device_put(jnp.asarray(done), shd.replicated(s.mesh)))
-    for r, job in enumerate(jobs):  # defensive: the loop's step reached the budget
-      if not finished[r]:
-        job.emit({"text": "", "finish_reason": "length", "tokens": []})
