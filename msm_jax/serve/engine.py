@@ -62,13 +62,17 @@ class Engine:
   """Owns the device for generation: `submit` from any thread, results come back via `emit`."""
 
   def __init__(self, evaluator, *, slots: int = 16, max_queue: int = 256, chunk: int = 8,
-               gather_s: float = 0.005, gather_max_s: float = 0.05):
+               gather_s: float = 0.005, gather_max_s: float = 0.05,
+               admit_ratio: float | None = 0.5):
+    """`admit_ratio`: end a wave early when queued jobs could fill this fraction of its live
+    rows (None: admit only between waves)."""
     self.ev = evaluator
     self.sampler = evaluator.sampler
     shards = self.sampler.shards
     self.rows = max(1, -(-int(slots) // shards)) * shards
     self.max_queue, self.chunk = int(max_queue), int(chunk)
     self.gather_s, self.gather_max_s = float(gather_s), float(gather_max_s)
+    self.admit_ratio = admit_ratio
     self._pending: collections.deque[Job] = collections.deque()
     self._cv = threading.Condition()
     self._closed = False
@@ -150,7 +154,7 @@ class Engine:
     contexts = [j.ids + j.gen for j in jobs]
     limits = [j.max_new - len(j.gen) for j in jobs]
     p = length_bucket(max(len(c) for c in contexts))
-    n = length_bucket(max(max(limits), 1))
+    n = length_bucket(max(max(j.max_new for j in jobs), 1))  # not the remaining: fewer shapes
     keys = jnp.stack([jax.random.fold_in(jax.random.key(j.seed), j.choice) for j in jobs])
     state, loop, decode_fn = s.start(ev.params, contexts, limits, keys, rows=self.rows,
                                      prompt_len=p, budget=n, sp=jobs[0].sp,
@@ -202,7 +206,8 @@ class Engine:
           return []
         if int(s._fetch(loop.step)) >= n:
           raise RuntimeError(f"rows {live} still live after the wave's {n} tokens")
-        if self._joinable(jobs[0].sp, self.rows - len(live)) >= max(1, len(live) // 2):
+        if (self.admit_ratio is not None and self._joinable(jobs[0].sp, self.rows - len(live))
+            >= max(1, int(len(live) * self.admit_ratio))):
           # Queued jobs are waiting and enough rows are free: end the wave here and carry the
           # live rows into the next one, re-prefilled with what they generated so far.
           self.stats["resumed"] += len(live)
