@@ -6,6 +6,7 @@ document generator run against the served model."""
 
 import concurrent.futures as cf
 import json
+import os
 import socket
 import threading
 import time
@@ -336,3 +337,29 @@ def test_rows_resumed_mid_wave_keep_their_tokens(served):
     assert engine.stats["resumed"] > resumed
     ref = ev.generate([prompt], 24, seed=3, **kw)[0]
     assert out["a"]["tokens"] == list(ref.tokens) and len(ref.tokens) > 8
+
+
+def test_msm_serve_command_serves_the_run(served):
+  """`msm serve` as a user runs it: a subprocess, loading the run by its workdir."""
+  import subprocess
+  import sys
+  port = free_port()
+  proc = subprocess.Popen([sys.executable, "-m", "msm_jax.cli", "serve", "--workdir",
+                           str(served["root"] / "run"), "--port", str(port), "--max-context",
+                           "256"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env={**os.environ, "XLA_FLAGS": ""})
+  try:
+    for _ in range(600):
+      try:
+        r = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1)
+        break
+      except httpx.TransportError:
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.1)
+    assert r.json()["data"][0]["id"] == "run"
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
+    assert chat(client, QUESTIONS[0]).choices[0].message.content == \
+        chat(served["client"], QUESTIONS[0]).choices[0].message.content
+  finally:
+    proc.terminate()
+    proc.wait(timeout=30)
