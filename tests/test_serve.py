@@ -317,23 +317,25 @@ def test_rows_resumed_mid_wave_keep_their_tokens(served):
   prompt = ev.encode_prompt([{"role": "user", "content": QUESTIONS[1]}])
   out = {}
 
-  def job(name, sp, seed=0):
-    first, final = threading.Event(), threading.Event()
+  def job(name, sp, seed=0, on_first=lambda: None):
+    final = threading.Event()
     def emit(event):
-      first.set()
+      if not final.is_set() and name not in out:
+        out[name] = None
+        on_first()  # from the engine thread, between two chunks of the running wave
       if "finish_reason" in event:
         out[name] = event
         final.set()
-    return Job(ids=prompt, max_new=24, sp=sp, seed=seed, emit=emit), first, final
+    return Job(ids=prompt, max_new=24, sp=sp, seed=seed, emit=emit), final
 
   for sp, kw in ((SamplingParams(), {}), (SamplingParams(**SAMPLED), SAMPLED)):
+    out.clear()
     resumed = engine.stats["resumed"]
-    a, a_first, a_final = job("a", sp, seed=3)
-    engine.submit([a])
-    assert a_first.wait(60)
     others = [job(f"b{i}", sp, seed=i) for i in range(2)]
-    engine.submit([j for j, _, _ in others])
-    assert a_final.wait(60) and all(f.wait(60) for _, _, f in others)
+    a, a_final = job("a", sp, seed=3, on_first=lambda: engine.submit([j for j, _ in others]))
+    engine.submit([a])
+    assert a_final.wait(60) and all(f.wait(60) for _, f in others)
+    assert out["a"]["finish_reason"] == "length"
     assert engine.stats["resumed"] > resumed
     ref = ev.generate([prompt], 24, seed=3, **kw)[0]
     assert out["a"]["tokens"] == list(ref.tokens) and len(ref.tokens) > 8
