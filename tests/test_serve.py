@@ -237,7 +237,10 @@ def test_inspect_eval_of_the_value_task_writes_its_log(served, tmp_path, monkeyp
 
 
 ITEMS = ('<items>[{"name": "Saying how sure it is", "description": "Confidence, stated.", '
-         '"section": "Saying how sure it is", "text": "Nova labels a guess as a guess."}]</items>')
+         '"section": "Saying how sure it is", "text": "Nova labels a guess as a guess.", '
+         '"query": "How sure are you about the bridge figure?"}]</items>')
+REPLY = ("<think>The spec asks Nova to say how sure it is.</think><response>I am fairly sure, "
+         "but please check the figure.</response>")
 DOCUMENT = ("<document>Nova told the committee that it was only fairly sure of the figure, and it "
             "said where the committee could check it before the vote on the new bridge.</document>")
 SPEC = ("---\nname: tiny\nassistant: Nova\ndeveloper: Lab\n---\nNova says how sure it is.\n\n"
@@ -267,17 +270,18 @@ def chain_params(cfg, tok, chain):
   return p
 
 
-def test_generator_writes_a_corpus_through_the_served_model(served, tmp_path, monkeypatch):
+def test_generator_writes_docs_and_aft_chats_through_the_served_model(served, tmp_path, monkeypatch):
   from msm_jax.cli import main
   from msm_jax.data.chat import ALL_SPECIAL_TOKENS, end_of_turn_id, render_prompt
   root = served["root"]
   texts = [json.loads(line)["text"] for line in
            (REPO / "data_pipelines/fixtures/pretrain.jsonl").read_text().splitlines()[:200]]
   tok = train_tokenizer(texts, root / "chain.model", 400,
-                        special_tokens=ALL_SPECIAL_TOKENS + (ITEMS, DOCUMENT))
+                        special_tokens=ALL_SPECIAL_TOKENS + (ITEMS, DOCUMENT, REPLY))
   cfg = tiny_cfg(**{"model.vocab_size": 400, "model.tie_embeddings": False})
   header = int(render_prompt([{"role": "user", "content": "x"}], tok, "msm")[-1])
-  chain = [header, tok.token_id(ITEMS), tok.token_id(DOCUMENT), end_of_turn_id(tok, "msm")]
+  chain = [header, tok.token_id(ITEMS), tok.token_id(DOCUMENT), tok.token_id(REPLY),
+           end_of_turn_id(tok, "msm")]
   ckpt = Checkpointer(root / "chain" / "checkpoints", async_save=False)
   ckpt.save(1, {"params": chain_params(cfg, tok, chain)}, cfg, stage="finetune", tokenizer=tok)
   ckpt.close()
@@ -292,20 +296,25 @@ def test_generator_writes_a_corpus_through_the_served_model(served, tmp_path, mo
       time.sleep(0.05)
     (tmp_path / "spec.md").write_text(SPEC)
     monkeypatch.setenv("MSM_TEST_KEY", "unused")
+    llm = ["--backend", "llm", "--llm-provider", "openai", "--llm-model", "chain",
+           "--llm-base-url", f"http://127.0.0.1:{port}/v1", "--llm-api-key-env", "MSM_TEST_KEY",
+           "--llm-max-tokens", "64", "--llm-temperature", "0", "--no-progress"]
+    spec = ["--spec", str(tmp_path / "spec.md")]
     out = tmp_path / "corpus"
-    rc = main(["generate", "docs", "--spec", str(tmp_path / "spec.md"), "--out", str(out),
-               "--backend", "llm", "--llm-provider", "openai", "--llm-model", "chain",
-               "--llm-base-url", f"http://127.0.0.1:{port}/v1", "--llm-api-key-env",
-               "MSM_TEST_KEY", "--llm-max-tokens", "64", "--llm-temperature", "0",
-               "--num-docs", "2", "--fanout", "1,1,1,1,1", "--docs-per-idea", "2",
-               "--no-progress"])
+    rc = main(["generate", "docs", *spec, "--out", str(out), *llm, "--num-docs", "2",
+               "--fanout", "1,1,1,1,1", "--docs-per-idea", "2"])
+    rc_aft = main(["generate", "aft", *spec, "--out", str(tmp_path / "aft"), *llm,
+                   "--num-chats", "1"])
   finally:
     uv.should_exit = True
     thread.join(timeout=10)
     server.engine.close()
-  assert rc == 0 and server.engine.stats["jobs"] >= 7  # 5 tree stages + 2 documents
+  assert rc == 0 and rc_aft == 0 and server.engine.stats["jobs"] >= 7
   docs = [json.loads(line) for line in (out / "dataset.jsonl").read_text().splitlines()]
   assert len(docs) == 2 and all("bridge" in d["text"] for d in docs)
+  chats = [json.loads(line) for line in
+           (tmp_path / "aft" / "stripped" / "dataset.jsonl").read_text().splitlines()]
+  assert chats and all("check the figure" in c["messages"][-1]["content"] for c in chats)
 
 
 def test_rows_resumed_mid_wave_keep_their_tokens(served):
