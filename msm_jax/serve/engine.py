@@ -28,7 +28,6 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from msm_jax import sharding as shd
 from msm_jax.eval.sampling import SamplingParams
@@ -140,6 +139,9 @@ class Engine:
   def _loop(self) -> None:
     carry: list[Job] = []
     while (wave := self._take(carry)) is not None:
+      if not wave:  # every queued job was cancelled
+        carry = []
+        continue
       try:
         carry = self._run(wave)
       except Exception as e:  # a failed wave fails its jobs, never the server
