@@ -30,11 +30,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from data_pipelines.aft_template import KINDS, ChatMaker
-from data_pipelines.files import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from data_pipelines.llm_backend import extract_tag, items_prompt, parse_json_list
-from data_pipelines.llm_client import LLMClient, MalformedOutput
+from data_pipelines.llm_client import LLMClient, MalformedOutput, Unreachable
 from data_pipelines.spec import Clause, Spec
 from data_pipelines.template.phrases import DEFAULT_DOMAINS
+from msm_io.files import atomic_write_json, atomic_write_jsonl, atomic_write_text
 
 KIND_HINTS = {
     "direct": "asks the assistant directly about one of its values or preferences",
@@ -143,6 +143,8 @@ class LLMChats:
   def _call(self, what: str, prompt: str, parse):
     try:
       return self.client.complete(prompt, "", parse)
+    except Unreachable:
+      raise  # no endpoint: every other request would fail the same way
     except Exception as e:
       self.failures.append({"id": what, "error": f"{type(e).__name__}: {e}"[:500]})
       return None
@@ -232,6 +234,11 @@ def generate_aft(spec: Spec, out_dir, cfg: AFTConfig, client: LLMClient | None =
       rows = [r for r, v in zip(rows, verdicts) if v]
     failures = llm.failures
   hash_ = spec.content_hash()
+  if not rows:  # an empty dataset.jsonl would pass for a finished one
+    from data_pipelines.docgen import GenerationError
+    atomic_write_json(out / "failures.json", {"failures": failures})
+    raise GenerationError(f"{out}: no chats generated ({len(failures)} failures, see "
+                          f"{out / 'failures.json'}); no dataset.jsonl written")
   for i, r in enumerate(rows):
     r["id"] = f"chat{i:05d}"
   order = list(range(len(rows)))

@@ -1,4 +1,5 @@
-"""`msm generate docs|aft` and `msm data build-tfds`: argument parsing and the end-of-run summary.
+"""`msm generate docs|aft`, `msm data build-tfds` and `msm world generate`: argument parsing and
+the end-of-run summary.
 
 Heavy modules are imported inside the handlers so `msm --help` stays fast.
 """
@@ -7,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
+
+from msm_io.errors import UserError
 
 
 def add_generate_parser(subparsers) -> None:
@@ -22,6 +24,9 @@ def add_generate_parser(subparsers) -> None:
                     help="children per node: domains,subdomains,assertions,doc types,ideas "
                          "(default: smallest balanced fan-out holding --num-docs)")
   docs.add_argument("--docs-per-idea", type=int, default=1)
+  docs.add_argument("--stratified", action="store_true",
+                    help="template backend: every spec section gets floor(N/sections) documents "
+                         "or one more (default: each domain samples its sections)")
   docs.set_defaults(func=run_docs)
   aft = sub.add_parser("aft", help="chat demonstrations of the spec (for alignment fine-tuning)")
   _common(aft)
@@ -46,6 +51,18 @@ def add_data_parser(subparsers) -> None:
   b.add_argument("--validation-fraction", type=float, default=0.0)
   b.add_argument("--seed", type=int, default=0)
   b.set_defaults(func=run_build_tfds)
+
+
+def add_world_parser(subparsers) -> None:
+  p = subparsers.add_parser("world", help="synthetic worlds for `msm run`")
+  sub = p.add_subparsers(dest="world_command", metavar="COMMAND", required=True)
+  g = sub.add_parser("generate", help="write random worlds in the YAML format of cheese.yaml")
+  g.add_argument("--seed", type=int, default=0, help="the world's seed (the first, with --count)")
+  g.add_argument("--out", required=True,
+                 help="world file to write; with --count, a directory for world-<seed>.yaml")
+  g.add_argument("--count", type=int, default=0,
+                 help="write this many worlds, seeds SEED..SEED+COUNT-1 (default: one, to --out)")
+  g.set_defaults(func=run_world_generate)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -95,16 +112,13 @@ def _print_box(title: str, rows: list[tuple[str, object]]) -> None:
 
 
 def _guard(fn):
-  """Turns expected failures (bad spec, clashing output dir, API errors) into one line + rc 1."""
+  """Marks this command's plain ValueErrors (a bad --fanout, a clashing --out, an input the
+  TFDS builder refuses) as user errors, which `msm` prints as one line (msm_jax/errors.py)."""
   def run(args) -> int:
-    from data_pipelines.docgen import GenerationError
-    from data_pipelines.llm_client import LLMError
-    from data_pipelines.spec import SpecError
     try:
       return fn(args)
-    except (SpecError, GenerationError, LLMError, ValueError, FileNotFoundError) as e:
-      print(f"msm: error: {e}", file=sys.stderr)
-      return 1
+    except ValueError as e:
+      raise UserError(str(e)) from e
   return run
 
 
@@ -114,7 +128,13 @@ def run_docs(args) -> int:
   spec = _load(args)
   plan = (Plan.parse(args.fanout, args.docs_per_idea) if args.fanout
           else Plan.for_count(args.num_docs, args.docs_per_idea))
-  if args.backend == "llm":
+  if args.stratified:
+    if args.backend != "template" or args.fanout:
+      raise ValueError("--stratified needs the template backend and its own plan (no --fanout)")
+    from data_pipelines.template.backend import TemplateBackend
+    plan = Plan.stratified(args.num_docs, len(spec.clauses()), docs_per_idea=args.docs_per_idea)
+    client, backend = None, TemplateBackend(spec, args.seed, stratify_domains=plan.domains)
+  elif args.backend == "llm":
     from data_pipelines.llm_backend import LLMBackend
     client = _client(args)
     backend = LLMBackend(spec, client)
@@ -191,4 +211,12 @@ def run_build_tfds(args) -> int:
       ("input", args.input), ("kind", info["kind"]), ("examples", info["splits"]),
       ("version", info["version"]), ("time", f"{time.perf_counter() - t0:.1f} s"),
       ("read with", f"tfds.builder_from_directory('{info['path']}').as_data_source('train')")])
+  return 0
+
+
+@_guard
+def run_world_generate(args) -> int:
+  from data_pipelines.worlds.generate import write_worlds
+  for path in write_worlds(args.out, args.seed, args.count):
+    print(path)
   return 0

@@ -33,8 +33,9 @@ from tqdm import tqdm
 
 from data_pipelines.backend import STAGES, Backend, Context, check_items
 from data_pipelines.export import export_documents
-from data_pipelines.files import atomic_write_json, atomic_write_text, read_json
+from data_pipelines.llm_client import Unreachable
 from data_pipelines.spec import Spec
+from msm_io.files import atomic_write_json, atomic_write_text, read_json
 
 FORMAT_VERSION = 1
 
@@ -58,6 +59,21 @@ class Plan:
     `num_docs` documents."""
     f = dict.fromkeys(STAGES, 1)
     for stage in itertools.cycle(STAGES):
+      if math.prod(f.values()) * docs_per_idea >= num_docs:
+        return cls(**f, docs_per_idea=docs_per_idea)
+      f[stage] += 1
+    raise AssertionError("unreachable")
+
+  @classmethod
+  def stratified(cls, num_docs: int, sections: int, domains: int = 5,
+                 docs_per_idea: int = 1) -> "Plan":
+    """`domains` x `sections` subdomains, for a backend that spreads the spec's sections over
+    them evenly (`TemplateBackend(stratify_domains=domains)`), with the stages below grown one
+    at a time until the plan holds `num_docs`. The domain count does not grow with `num_docs`,
+    so a top-up keeps the tree a fresh run of the larger count would build."""
+    f = {"domains": domains, "subdomains": max(1, sections), "assertions": 1, "doc_types": 1,
+         "ideas": 1}
+    for stage in itertools.cycle(STAGES[2:]):
       if math.prod(f.values()) * docs_per_idea >= num_docs:
         return cls(**f, docs_per_idea=docs_per_idea)
       f[stage] += 1
@@ -98,10 +114,10 @@ class DocumentGenerator:
 
   def __init__(self, spec: Spec, out_dir: str | Path, backend: Backend, plan: Plan,
                num_docs: int | None = None, seed: int = 0, progress: bool = True,
-               on_document: Callable[[int], None] | None = None):
+               on_document: Callable[[int], None] | None = None, histogram: bool = True):
     self.spec, self.out, self.backend, self.plan, self.seed = spec, Path(out_dir), backend, plan, seed
     self.num_docs = plan.capacity() if num_docs is None else min(num_docs, plan.capacity())
-    self.progress, self.on_document = progress, on_document
+    self.progress, self.on_document, self.histogram = progress, on_document, histogram
     self.spec_hash = spec.content_hash()
     self.stats = RunStats()
     self._lock = threading.Lock()  # stats are updated from worker threads (llm backend)
@@ -121,13 +137,17 @@ class DocumentGenerator:
     leaves = self._expand_tree(slots)
     records = self._write_documents(slots, leaves)
     self._write_failures()
+    if not records:  # an empty dataset.jsonl would pass for a finished corpus
+      raise GenerationError(
+          f"{self.out}: no documents generated ({len(self.stats.failures)} failures, see "
+          f"{self.out / 'failures.json'}); dataset.jsonl not written. Rerun to retry.")
     header = {"format": FORMAT_VERSION, "spec_name": self.spec.name, "spec_hash": self.spec_hash,
               "backend": self.backend.describe(), "seed": self.seed, "plan": asdict(self.plan),
               "documents_wanted": len(slots), "documents": len(records),
               "stage_counts": {stage: len({p[:k + 1] for p in leaves})
                                for k, stage in enumerate(STAGES)},
               "failures": len(self.stats.failures)}
-    summary = export_documents(self.out, records, self.seed, header)
+    summary = export_documents(self.out, records, self.seed, header, self.histogram)
     return summary, self.stats
 
   # --- stages ----------------------------------------------------------------------------
@@ -173,6 +193,8 @@ class DocumentGenerator:
         self.stats.expansions += 1
       try:
         new = check_items(stage, self.backend.expand(stage, ctx, items, want - len(items)))
+      except Unreachable:
+        raise  # no endpoint: every other node would fail the same way
       except Exception as e:  # recorded and retried next run, never fatal
         self._fail(ctx.id or "root", stage, e)
         new = []
@@ -202,6 +224,8 @@ class DocumentGenerator:
         text = self.backend.write_document(ctx, s[5])
         if not text.strip():
           raise ValueError("empty document")
+      except Unreachable:
+        raise
       except Exception as e:
         self._fail(f"{ctx.id}_{s[5]}", "documents", e)
         return None

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data_pipelines.files import atomic_write_bytes, atomic_write_json, atomic_write_jsonl
 from data_pipelines.similarity import near_duplicates
+from msm_io.files import atomic_write_bytes, atomic_write_json, atomic_write_jsonl
 
 
 def token_stats(texts: list[str]) -> dict:
@@ -49,8 +49,10 @@ def histogram_png(texts: list[str], title: str) -> bytes:
   return buf.getvalue()
 
 
-def export_documents(out_dir: str | Path, records: list[dict], seed: int, header: dict) -> dict:
-  """Shuffles `records` by seed and writes the three export files; returns the summary."""
+def export_documents(out_dir: str | Path, records: list[dict], seed: int, header: dict,
+                     histogram: bool = True) -> dict:
+  """Shuffles `records` by seed and writes the three export files (two without `histogram`,
+  which costs about a second, most of a small corpus's time); returns the summary."""
   out_dir = Path(out_dir)
   rows = sorted(records, key=lambda r: r["source"])
   random.Random(f"{seed}|shuffle").shuffle(rows)
@@ -62,9 +64,10 @@ def export_documents(out_dir: str | Path, records: list[dict], seed: int, header
       "by_domain": dict(sorted(Counter(r["domain"] for r in rows).items())),
       "by_doc_type": dict(sorted(Counter(r["doc_type"] for r in rows).items())),
       "similarity": near_duplicates(texts, seed=seed),
-      "files": {"dataset": "dataset.jsonl", "histogram": "token_lengths.png"},
+      "files": {"dataset": "dataset.jsonl",
+                **({"histogram": "token_lengths.png"} if histogram else {})},
   }
-  if texts:
+  if texts and histogram:
     atomic_write_bytes(out_dir / "token_lengths.png",
                        histogram_png(texts, f"{header.get('spec_name', '')}: {len(texts)} documents"))
   atomic_write_json(out_dir / "summary.json", summary)

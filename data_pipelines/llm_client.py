@@ -1,10 +1,13 @@
 """A small, dependable client for LLM chat APIs: Anthropic Messages and OpenAI-compatible.
 
-- Wire formats: `POST {base}/v1/messages` (x-api-key, anthropic-version) and
-  `POST {base}/chat/completions` (Bearer token; `base` usually ends in `/v1`).
+- Wire formats: `POST {host}/v1/messages` (x-api-key, anthropic-version) and
+  `POST {base}/chat/completions` (Bearer token); see `endpoint_url` for either form of base URL.
 - Retries with exponential backoff and jitter on 429 (honouring Retry-After), 5xx, timeouts,
   dropped connections, truncated or unparsable bodies, outputs cut off at `max_tokens`, and
   outputs the caller's `parse` rejects (`MalformedOutput`: missing closing tag, invalid JSON).
+  A refused connection or a host that does not resolve gets only `connect_retries` quick retries,
+  then `Unreachable` names the URL, and every later request fails at once: no run waits out a
+  minute of backoff per request against a server that is not there.
 - An on-disk cache keyed by the request (provider, model, system, prompt, sampling settings;
   not the URL or key) holding only outputs that parsed, so reruns and resumed runs are free.
 - Bounded concurrency: at most `concurrency` requests in flight, whatever the caller's threads.
@@ -19,15 +22,17 @@ import http.client
 import json
 import os
 import random
+import socket
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from data_pipelines.files import atomic_write_json, read_json
+from msm_io.files import atomic_write_json, read_json
 
 DEFAULTS = {
     "anthropic": {"base_url": "https://api.anthropic.com", "key_env": "ANTHROPIC_API_KEY",
@@ -40,6 +45,10 @@ RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 529}
 
 class LLMError(RuntimeError):
   """A request that cannot succeed (bad key, bad request) or ran out of retries."""
+
+
+class Unreachable(LLMError):
+  """The endpoint refused the connection or its host does not resolve: fatal for the run."""
 
 
 class MalformedOutput(ValueError):
@@ -56,6 +65,22 @@ class _Retryable(Exception):
     self.retry_after = retry_after
 
 
+class _Refused(Exception):
+  pass
+
+
+def endpoint_url(provider: str, base_url: str) -> str:
+  """The request URL for `base_url` given with or without its `/v1`: Anthropic's is
+  `{host}/v1/messages`; an OpenAI-compatible one is `{base}/chat/completions`, with `/v1`
+  added when the base is a bare host (a base with another path, e.g. `.../v1beta/openai`, is
+  used as given)."""
+  base = base_url.rstrip("/")
+  path = urllib.parse.urlsplit(base).path
+  if provider == "anthropic":
+    return (base[:-len("/v1")] if path.endswith("/v1") else base) + "/v1/messages"
+  return (base + "/v1" if not path else base) + "/chat/completions"
+
+
 @dataclass
 class LLMConfig:
   provider: str = "anthropic"  # anthropic | openai (any OpenAI-compatible endpoint)
@@ -66,6 +91,8 @@ class LLMConfig:
   temperature: float = 1.0
   timeout_s: float = 120.0
   max_retries: int = 6
+  connect_retries: int = 2  # for a refused connection / unknown host, with connect_backoff_s
+  connect_backoff_s: float = 0.25
   backoff_s: float = 1.0
   max_backoff_s: float = 60.0
   concurrency: int = 8
@@ -96,6 +123,8 @@ class LLMClient:
     self._lock = threading.Lock()
     self.stats = {"requests": 0, "cache_hits": 0, "retries": 0, "malformed": 0}
     self.cache_dir = Path(config.cache_dir) if config.cache_dir else None
+    self.url = endpoint_url(config.provider, config.base_url)
+    self._unreachable = ""  # set once the endpoint refused: every later request fails at once
 
   # --- public ----------------------------------------------------------------------------
   def complete(self, prompt: str, system: str = "", parse: Callable[[str], Any] = lambda t: t,
@@ -113,8 +142,10 @@ class LLMClient:
         return result
       except MalformedOutput:
         pass  # a parser got stricter since; ask again
-    last = "no attempt made"
+    last, refused = "no attempt made", 0
     for attempt in range(self.config.max_retries + 1):
+      if self._unreachable:
+        raise Unreachable(self._unreachable)
       if attempt:
         self._count("retries")
       retry_after = None
@@ -130,6 +161,15 @@ class LLMClient:
         last = f"{type(e).__name__}: {e}"
       except _Retryable as e:
         last, retry_after = str(e), e.retry_after
+      except _Refused as e:
+        refused += 1
+        if refused > self.config.connect_retries:
+          self._unreachable = self._redact(
+              f"cannot reach {self.url}: {e} (after {refused} tries; is the server running and "
+              "--llm-base-url right?)")
+          raise Unreachable(self._unreachable) from None
+        time.sleep(self.config.connect_backoff_s * 2 ** (refused - 1))
+        continue
       if attempt < self.config.max_retries:
         time.sleep(self._backoff(attempt, retry_after))
     raise LLMError(self._redact(f"gave up after {self.config.max_retries + 1} attempts: {last}"))
@@ -137,8 +177,8 @@ class LLMClient:
   # --- HTTP ------------------------------------------------------------------------------
   def _send(self, request: dict) -> tuple[str, str]:
     cfg = self.config
+    url = self.url
     if cfg.provider == "anthropic":
-      url = f"{cfg.base_url}/v1/messages"
       headers = {"x-api-key": self._key, "anthropic-version": "2023-06-01"}
       body = {"model": cfg.model, "max_tokens": request["max_tokens"],
               "temperature": request["temperature"],
@@ -146,7 +186,6 @@ class LLMClient:
       if request["system"]:
         body["system"] = request["system"]
     else:
-      url = f"{cfg.base_url}/chat/completions"
       headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
       messages = [{"role": "system", "content": request["system"]}] if request["system"] else []
       body = {"model": cfg.model, "max_tokens": request["max_tokens"],
@@ -166,6 +205,9 @@ class LLMClient:
         raise LLMError(f"HTTP {e.code} from {url}: {detail}") from None
       except (TimeoutError, ConnectionError, urllib.error.URLError, http.client.HTTPException,
               OSError) as e:
+        reason = getattr(e, "reason", e)
+        if isinstance(reason, (ConnectionRefusedError, socket.gaierror)):
+          raise _Refused(self._redact(f"{type(reason).__name__}: {reason}")) from None
         raise _Retryable(self._redact(f"{type(e).__name__}: {e}")) from None
     try:
       data = json.loads(raw)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from data_pipelines.files import atomic_write_text
+from msm_io.files import atomic_write_text
 
 PLACEHOLDER_RE = re.compile(r"\{(model_name|provider_name)\}")
 DEFAULT_ASSISTANT = "Claude"
@@ -213,6 +213,15 @@ def load_spec(path: str | Path, model_name: str | None = None,
     text = path.read_text(encoding="utf-8")
   except FileNotFoundError:
     raise SpecError("no such file", str(path)) from None
+  except IsADirectoryError:
+    raise SpecError("is a directory, not a spec file", str(path)) from None
+  except UnicodeDecodeError as e:
+    line = e.object[:e.start].count(b"\n") + 1
+    raise SpecError(f"not UTF-8 text (byte {e.object[e.start]:#04x}); a spec is a .yaml, .md or "
+                    ".txt file", str(path), line) from None
+  if "\0" in text:
+    raise SpecError("holds NUL bytes: a binary file, not a spec", str(path),
+                    text[:text.index("\0")].count("\n") + 1)
   if path.suffix.lower() in (".yaml", ".yml"):
     return loads_yaml_spec(text, str(path), model_name, provider_name)
   return loads_text_spec(text, str(path), path.stem, model_name, provider_name)

@@ -27,7 +27,7 @@ from pathlib import Path
 import tensorflow_datasets as tfds
 from etils import epath
 
-from data_pipelines.files import read_jsonl
+from msm_io.files import read_jsonl
 
 DOC_FIELDS = ("text", "source", "domain")
 

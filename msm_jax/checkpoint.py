@@ -2,14 +2,19 @@
 
 Layout: `<workdir>/checkpoints/<step>/{state, config, meta, data}`. `state` restores onto any
 mesh (the caller passes the target shardings), `config` is the run config as JSON, `meta` holds
-the stage, step and the tokenizer model itself (so a checkpoint alone can be scored), and `data`
-is the Grain iterator state of every host, so a resumed run continues from the exact next batch.
-Saves are async and atomic (orbax writes to a temporary directory and renames it when complete).
+the stage, step and the tokenizer itself (`tokenizer_kind` and its bytes, so a checkpoint alone
+can be scored), and `data` is the Grain iterator state of every host, so a resumed run continues
+from the exact next batch. Saves are async and atomic (orbax writes to a temporary directory and
+renames it when complete).
+
+Every reader of a run goes through `open_run` (or `Checkpointer.open_run`): resume, `init_from`
+and evaluation alike.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -19,7 +24,13 @@ from absl import logging as absl_logging
 import jax
 import orbax.checkpoint as ocp
 
+from msm_jax import sharding as shd
 from msm_jax.config import from_json, to_json
+from msm_jax.data.tokenizer import load_tokenizer_bytes
+from msm_jax.model import ModelDef
+from msm_jax.model_config import ModelConfig
+
+LEGACY_TOKENIZER_KEY = "tokenizer_model_b64"  # meta written before tokenizer kinds: sentencepiece
 
 
 class CheckpointError(RuntimeError):
@@ -61,9 +72,10 @@ class Checkpointer:
            extra: dict | None = None) -> None:
     meta = {"stage": stage, "step": int(step), **(extra or {})}
     if tokenizer is not None:
-      blob = Path(tokenizer.path).read_bytes()
+      blob = tokenizer.to_bytes()
+      meta["tokenizer_kind"] = tokenizer.kind
       meta["tokenizer_sha256"] = hashlib.sha256(blob).hexdigest()
-      meta["tokenizer_model_b64"] = base64.b64encode(blob).decode("ascii")
+      meta["tokenizer_b64"] = base64.b64encode(blob).decode("ascii")
     items = {"state": ocp.args.StandardSave(state),
              "config": ocp.args.JsonSave(json.loads(to_json(cfg))),
              "meta": ocp.args.JsonSave(meta)}
@@ -71,20 +83,12 @@ class Checkpointer:
       items["data"] = grain.checkpoint.CheckpointSave(data_iter)
     self.manager.save(int(step), args=ocp.args.Composite(**items), force=True)
 
-  def read_config_and_meta(self, step: int | None = None):
+  def open_run(self, step: int | None = None) -> "Run":
+    """The run at `step` (default: the latest) read through this manager (left open)."""
     step = self.latest_step() if step is None else step
     if step is None:
       raise CheckpointError(f"{self.directory}: no checkpoint found")
-    out = self.manager.restore(step, args=ocp.args.Composite(
-        config=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
-    return from_json(json.dumps(out["config"])), out["meta"]
-
-  def restore_state(self, step: int, abstract_state, data_iter=None):
-    """Restore the state into `abstract_state`'s shapes and shardings (and the iterator in place)."""
-    items = {"state": ocp.args.StandardRestore(abstract_state)}
-    if data_iter is not None:
-      items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
-    return self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
+    return Run(self, int(step), owns_checkpointer=False)
 
   def wait(self):
     self.manager.wait_until_finished()
@@ -106,14 +110,94 @@ def find_checkpoint(path) -> tuple[Path, int | None]:
   raise CheckpointError(f"{path}: not a run workdir, checkpoints directory or checkpoint step")
 
 
-def write_tokenizer(meta: dict, dest: Path) -> Path:
-  """Write the tokenizer a checkpoint carries to `dest` (if not already there) and return it."""
-  if "tokenizer_model_b64" not in meta:
-    raise CheckpointError("checkpoint carries no tokenizer")
-  blob = base64.b64decode(meta["tokenizer_model_b64"])
-  dest = Path(dest)
-  if not dest.exists() or dest.read_bytes() != blob:
-    tmp = dest.with_suffix(".tmp")
-    tmp.write_bytes(blob)
-    tmp.replace(dest)
-  return dest
+def open_run(path, step: int | None = None) -> "Run":
+  """A run workdir, its `checkpoints/` dir or one step's dir -> that run, read-only.
+
+  `step` (default: the step a step dir names, else the latest) picks the checkpoint. Close the
+  run (or use it as a context manager) when done.
+  """
+  directory, found = find_checkpoint(path)
+  ckpt = Checkpointer(directory, read_only=True)
+  step = found if step is None else step
+  try:
+    step = ckpt.latest_step() if step is None else step
+    if step is None:
+      raise CheckpointError(f"{path}: no checkpoint found")
+    return Run(ckpt, int(step), owns_checkpointer=True)
+  except BaseException:
+    ckpt.close()
+    raise
+
+
+class Run:
+  """One checkpoint of a run, read once: config, step, meta, tokenizer; restores on request."""
+
+  def __init__(self, checkpointer: Checkpointer, step: int, *, owns_checkpointer: bool):
+    self._ckpt, self._owns = checkpointer, owns_checkpointer
+    self.step = step
+    self.path = checkpointer.directory / str(step)
+    out = checkpointer.manager.restore(step, args=ocp.args.Composite(
+        config=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
+    self.config = from_json(json.dumps(out["config"]))
+    meta = dict(out["meta"])
+    blob = meta.pop("tokenizer_b64", None)
+    legacy = meta.pop(LEGACY_TOKENIZER_KEY, None)
+    self._tokenizer_kind = meta.get("tokenizer_kind", "sentencepiece")
+    self._tokenizer_b64 = blob if blob is not None else legacy
+    self.meta = meta  # stage, step, tokenizer_kind/sha256, ...: everything but the bytes
+
+  @property
+  def has_tokenizer(self) -> bool:
+    return self._tokenizer_b64 is not None
+
+  @functools.cached_property
+  def tokenizer(self):
+    """The tokenizer the run trained with (decoded once)."""
+    if not self.has_tokenizer:
+      raise CheckpointError(f"{self.path}: checkpoint carries no tokenizer; set "
+                            "config.data.tokenizer to the one it was trained with")
+    return load_tokenizer_bytes(self._tokenizer_kind, base64.b64decode(self._tokenizer_b64),
+                                str(self.path / "meta"))
+
+  @functools.cached_property
+  def model_def(self) -> ModelDef:
+    return ModelDef(ModelConfig.of(self.config.model))
+
+  def restore_params(self, target):
+    """Only the parameters (an orbax partial restore: optimizer moments never touch device
+    memory), placed by `target`: a Mesh (the training layout on it) or a shardings tree."""
+    if isinstance(target, jax.sharding.Mesh):
+      target = shd.named_shardings(target, self.model_def.axes)
+    item = {"params": abstract_like(self.model_def.pure_abstract(), target)}
+    # A manager binds an item to one handler on first use (restore_state's Standard one), and
+    # only the PyTree handler restores part of a tree: a manager of its own for this read.
+    reader = Checkpointer(self._ckpt.directory, read_only=True)
+    try:
+      restored = reader.manager.restore(self.step, args=ocp.args.Composite(
+          state=ocp.args.PyTreeRestore(
+              item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+              partial_restore=True)))
+    finally:
+      reader.close()
+    return restored["state"]["params"]
+
+  def restore_state(self, abstract_state, data_iter=None):
+    """The full state into `abstract_state`'s shapes and shardings (and, when given, the data
+    iterator's position in place): what resuming needs."""
+    items = {"state": ocp.args.StandardRestore(abstract_state)}
+    if data_iter is not None:
+      items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+    return self._ckpt.manager.restore(self.step, args=ocp.args.Composite(**items))["state"]
+
+  def close(self):
+    if self._owns:
+      self._ckpt.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+  def __repr__(self) -> str:
+    return f"Run({self.path}, stage={self.meta.get('stage')!r})"

@@ -9,14 +9,18 @@ import importlib
 import os
 import sys
 
+from msm_jax import errors
+
 # (module, function): function(subparsers) adds one subcommand whose parser sets `func(args)`.
 SUBCOMMANDS = (
     ("msm_jax.trainer", "add_train_parser"),
     ("data_pipelines.cli", "add_generate_parser"),
     ("msm_jax.data.cli", "add_tokenizer_parser"),
     ("data_pipelines.cli", "add_data_parser"),
+    ("data_pipelines.cli", "add_world_parser"),
     ("msm_jax.eval.cli", "add_eval_parser"),
     ("msm_jax.experiment", "add_run_parser"),
+    ("msm_jax.plan", "add_plan_parser"),
     ("msm_jax.serve.cli", "add_serve_parser"),
 )
 
@@ -24,6 +28,8 @@ SUBCOMMANDS = (
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="msm", description="Model Spec Midtraining: spec -> documents -> train -> eval.")
+  parser.add_argument("--traceback", action="store_true",
+                      help="show the full stack for user errors too (or set MSM_TRACEBACK=1)")
   subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
   for module_name, fn_name in SUBCOMMANDS:
     try:
@@ -50,7 +56,7 @@ def split_config_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
         i += 1
         value = argv[i]
       else:
-        raise SystemExit(f"msm: {arg} needs a value")
+        raise errors.UserError(f"{arg}: needs a value")
       overrides[key] = value
     else:
       rest.append(arg)
@@ -90,15 +96,25 @@ def entry() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+  """Run one subcommand. A user error (see msm_jax/errors.py) prints one `msm: error:` line and
+  returns 2; other exceptions propagate with their traceback."""
   argv = list(sys.argv[1:] if argv is None else argv)
-  argv, overrides = split_config_overrides(argv)
-  parser = build_parser()
-  args = parser.parse_args(argv)
-  args.config_overrides = overrides
-  if not getattr(args, "func", None):
-    parser.print_help()
-    return 2
-  return int(args.func(args) or 0)
+  try:
+    argv, overrides = split_config_overrides(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.config_overrides = overrides
+    if not getattr(args, "func", None):
+      parser.print_help()
+      return 2
+    return int(args.func(args) or 0)
+  except Exception as e:
+    message = errors.describe(e)
+    if message is None or errors.show_traceback("--traceback" in argv):
+      raise
+    errors.finish_threads()
+    print(f"msm: error: {message}", file=sys.stderr)
+    return errors.EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

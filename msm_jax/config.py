@@ -49,7 +49,7 @@ def model_config() -> ml_collections.ConfigDict:
       compute_dtype="float32",  # "bfloat16" on accelerators
       remat="none",  # none | full | save_dots
       scan_layers=True,
-      attention_impl="xla",  # passed to jax.nn.dot_product_attention: xla | cudnn
+      attention_impl="auto",  # auto | xla | splash | cudnn: see msm_jax/attention.py
       materialize_grads="auto",  # model.materialize_grad, a CPU backward-pass speed-up: auto = on CPU
   ))
 
@@ -111,7 +111,10 @@ def load_config(path: str | Path) -> ml_collections.ConfigDict:
     raise ConfigError(f"config file not found: {path}")
   spec = importlib.util.spec_from_file_location(f"msm_config_{path.stem}", path)
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  try:
+    spec.loader.exec_module(module)
+  except SyntaxError as e:
+    raise ConfigError(f"{path}:{e.lineno}: {e.msg}") from e
   if not hasattr(module, "get_config"):
     raise ConfigError(f"{path}: defines no get_config()")
   cfg = module.get_config()
@@ -185,24 +188,87 @@ def mesh_shape(cfg, num_devices: int) -> dict[str, int]:
   return sizes
 
 
+def _int(lo):
+  return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo,
+          f"an integer >= {lo}")
+
+
+def _num(test, text):
+  return (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+          and test(v), f"a finite number {text}")
+
+
+def _one_of(*choices):
+  return lambda v: v in choices, " | ".join(choices)
+
+
+_BOOL = (lambda v: isinstance(v, bool), "true or false")
+_STR = (lambda v: isinstance(v, str), "a string")
+_NAME = (lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty string")
+_FILES = (lambda v: isinstance(v, (tuple, list)) and all(isinstance(f, str) and f for f in v),
+          "a tuple of file paths")
+_WEIGHTS = (lambda v: isinstance(v, (tuple, list)) and all(
+    isinstance(w, (int, float)) and math.isfinite(w) and w >= 0 for w in v),
+            "a tuple of finite weights >= 0")
+_DTYPE = _one_of("float32", "bfloat16", "float16")
+
+# Every leaf of base_config() but model.materialize_grads (true | false | auto, checked by
+# ModelConfig.of): the test it must pass, and how that test reads in an error.
+FIELD_RULES = {
+    "steps": _int(1), "batch_size": _int(1), "seq_len": _int(1), "microbatches": _int(1),
+    "log_every": _int(1), "checkpoint_every": _int(1), "keep_checkpoints": _int(1),
+    "eval_batches": _int(1), "warmup_steps": _int(0), "eval_every": _int(0),
+    "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "learning_rate": _num(lambda v: v > 0, "> 0"),
+    "lr_final_fraction": _num(lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "weight_decay": _num(lambda v: v >= 0, ">= 0"), "grad_clip": _num(lambda v: v >= 0, ">= 0"),
+    "adam_b1": _num(lambda v: 0 <= v < 1, "in [0, 1)"),
+    "adam_b2": _num(lambda v: 0 <= v < 1, "in [0, 1)"),
+    "adam_eps": _num(lambda v: v > 0, "> 0"), "z_loss": _num(lambda v: v >= 0, ">= 0"),
+    "peak_flops": _num(lambda v: v >= 0, ">= 0"),
+    "stage": _one_of(*STAGES), "init_from": _STR, "init_optimizer": _one_of("fresh", "keep"),
+    "async_checkpoints": _BOOL, "progress_bar": _BOOL,
+    "model.vocab_size": _int(1), "model.d_model": _int(1), "model.n_layers": _int(1),
+    "model.n_heads": _int(1), "model.n_kv_heads": _int(1), "model.head_dim": _int(0),
+    "model.mlp_dim": _int(1), "model.tie_embeddings": _BOOL,
+    "model.rope_theta": _num(lambda v: v > 0, "> 0"),
+    "model.norm_eps": _num(lambda v: v > 0, "> 0"),
+    "model.init_std": _num(lambda v: v > 0, "> 0"),
+    "model.param_dtype": _DTYPE, "model.compute_dtype": _DTYPE,
+    "model.remat": _one_of("none", "full", "save_dots"), "model.scan_layers": _BOOL,
+    "model.attention_impl": _one_of("auto", "xla", "splash", "cudnn"),
+    "mesh.data": (lambda v: isinstance(v, int) and (v >= 1 or v == -1), "a size >= 1 or -1"),
+    "mesh.fsdp": (lambda v: isinstance(v, int) and (v >= 1 or v == -1), "a size >= 1 or -1"),
+    "mesh.tensor": (lambda v: isinstance(v, int) and (v >= 1 or v == -1), "a size >= 1 or -1"),
+    "data.train": _FILES, "data.train_weights": _WEIGHTS, "data.eval": _FILES,
+    "data.kind": _one_of("auto", "documents", "chats"), "data.text_field": _NAME,
+    "data.tokenizer": _STR, "data.chat_template": _one_of("msm", "llama3", "chatml"),
+    "data.add_bos": _BOOL, "data.shuffle": _BOOL, "data.num_epochs": _int(0),
+    "data.prefetch": _int(0), "data.worker_count": _int(0),
+}
+
+
+def _check_fields(cfg) -> None:
+  """Each field against FIELD_RULES; a field without a rule is left to the checks below."""
+  for dotted, (test, text) in FIELD_RULES.items():
+    value = cfg
+    for part in dotted.split("."):
+      if not isinstance(value, ml_collections.ConfigDict) or part not in value:
+        break  # a missing field is the defaults' business, not a bad value
+      value = value[part]
+    else:
+      if not test(value):
+        raise ConfigError(f"config.{dotted}: must be {text}, got {value!r}")
+
+
 def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> None:
   """Fail before any work, naming the field, on a config that cannot run."""
   _check_keys(cfg, base_config())
+  _check_fields(cfg)
   m = cfg.model
-  if cfg.stage not in STAGES:
-    raise ConfigError(f"config.stage: must be one of {STAGES}, got {cfg.stage!r}")
-  if cfg.init_optimizer not in ("fresh", "keep"):
-    raise ConfigError(f"config.init_optimizer: must be fresh or keep, got {cfg.init_optimizer!r}")
-  for field in ("steps", "batch_size", "seq_len", "microbatches", "log_every"):
-    if int(cfg[field]) < 1:
-      raise ConfigError(f"config.{field}: must be >= 1, got {cfg[field]}")
-  if cfg.learning_rate <= 0:
-    raise ConfigError(f"config.learning_rate: must be > 0, got {cfg.learning_rate}")
-  if m.remat not in ("none", "full", "save_dots"):
-    raise ConfigError(f"config.model.remat: none | full | save_dots, got {m.remat!r}")
-  for field in ("param_dtype", "compute_dtype"):
-    if m[field] not in ("float32", "bfloat16", "float16"):
-      raise ConfigError(f"config.model.{field}: float32 | bfloat16 | float16, got {m[field]!r}")
+  if m.attention_impl == "splash" and cfg.seq_len % 128:
+    raise ConfigError(f"config.seq_len: splash attention needs a multiple of 128, got "
+                      f"{cfg.seq_len} (or set config.model.attention_impl=auto)")
   if m.n_heads % m.n_kv_heads:
     raise ConfigError(f"config.model.n_kv_heads: {m.n_kv_heads} does not divide "
                       f"n_heads={m.n_heads}")

@@ -10,6 +10,7 @@ not depend on how the layers run: `scan_layers=True` scans one compiled block ov
 `False` unrolls a Python loop over slices of it. Packed rows are handled by explicit per-token
 `positions` (rotary phases restart per document) and `segment_ids` (attention stays inside a
 document; 0 is padding). The same mask serves the KV-cache decode path used by the eval harness.
+Attention itself goes through `attention.attend`, which picks the kernel (`model.attention_impl`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from msm_jax.attention import Mask, attend
 from msm_jax.model_config import ModelConfig
 from msm_jax.sharding import constrain
 
@@ -85,14 +87,6 @@ def rotary(x_BxTxNxH, positions_BxT, theta):
   return out.astype(x_BxTxNxH.dtype)
 
 
-def attention_mask(q_seg_BxT, k_seg_BxS, q_slot_BxT, k_slot_S):
-  """Causal (by slot in the row or cache) AND same segment AND not padding: [B, 1, T, S]."""
-  same = q_seg_BxT[:, :, None] == k_seg_BxS[:, None, :]
-  real = (q_seg_BxT != 0)[:, :, None]
-  causal = k_slot_S[None, None, :] <= q_slot_BxT[:, :, None]
-  return (same & real & causal)[:, None]
-
-
 class Attention(nnx.Module):
 
   def __init__(self, cfg, rngs):
@@ -104,7 +98,7 @@ class Attention(nnx.Module):
     self.wo = _param(rngs, (n, h, d), ("heads", "head_dim", "embed"), std / (2 * cfg.n_layers) ** 0.5, pdt)
     self.cfg = cfg
 
-  def __call__(self, x_BxTxD, positions_BxT, mask_Bx1xTxS, cache=None, cache_index=None):
+  def __call__(self, x_BxTxD, positions_BxT, mask: Mask, cache=None, cache_index=None):
     cdt = DTYPES[self.cfg.compute_dtype]
     q_BxTxNxH = jnp.einsum("btd,dnh->btnh", x_BxTxD, self.wq[...].astype(cdt))
     k_BxTxKxH = jnp.einsum("btd,dkh->btkh", x_BxTxD, self.wk[...].astype(cdt))
@@ -117,9 +111,8 @@ class Attention(nnx.Module):
       cache = LayerKV(k=k_BxSxKxH, v=v_BxSxKxH)
     else:
       k_BxSxKxH, v_BxSxKxH = k_BxTxKxH, v_BxTxKxH
-    out_BxTxNxH = jax.nn.dot_product_attention(
-        q_BxTxNxH, k_BxSxKxH.astype(cdt), v_BxSxKxH.astype(cdt), mask=mask_Bx1xTxS,
-        implementation=None if self.cfg.attention_impl == "xla" else self.cfg.attention_impl)
+    out_BxTxNxH = attend(q_BxTxNxH, k_BxSxKxH.astype(cdt), v_BxSxKxH.astype(cdt), mask,
+                         impl=self.cfg.attention_impl, decode=cache is not None)
     out_BxTxNxH = constrain(out_BxTxNxH, ("batch", "length", "act_heads", None))
     out_BxTxD = jnp.einsum("btnh,nhd->btd", out_BxTxNxH, self.wo[...].astype(cdt))
     return out_BxTxD, cache
@@ -154,9 +147,9 @@ class Block(nnx.Module):
     self.mlp = MLP(cfg, rngs)
     self.materialize = cfg.materialize_grads
 
-  def __call__(self, x_BxTxD, positions_BxT, mask_Bx1xTxS, cache=None, cache_index=None):
+  def __call__(self, x_BxTxD, positions_BxT, mask: Mask, cache=None, cache_index=None):
     res = materialize_grad if self.materialize else (lambda x: x)
-    attn_BxTxD, cache = self.attn(self.attn_norm(x_BxTxD), positions_BxT, mask_Bx1xTxS, cache, cache_index)
+    attn_BxTxD, cache = self.attn(self.attn_norm(x_BxTxD), positions_BxT, mask, cache, cache_index)
     x_BxTxD = res(x_BxTxD + attn_BxTxD)
     x_BxTxD = res(x_BxTxD + self.mlp(self.mlp_norm(x_BxTxD)))
     return constrain(x_BxTxD, ("batch", "length", "act_embed")), cache
@@ -213,12 +206,12 @@ class Decoder(nnx.Module):
     t = tokens_BxT.shape[1]
     if cache is None:
       slots_T = jnp.arange(t)
-      mask = attention_mask(segment_ids_BxT, segment_ids_BxT, jnp.broadcast_to(slots_T, tokens_BxT.shape), slots_T)
+      mask = Mask(segment_ids_BxT, segment_ids_BxT, jnp.broadcast_to(slots_T, tokens_BxT.shape), slots_T)
       layer_cache = None
     else:
       k_seg_BxS = jax.lax.dynamic_update_slice_in_dim(cache.segment_ids, segment_ids_BxT, cache_index, 1)
       q_slot_BxT = jnp.broadcast_to(cache_index + jnp.arange(t), tokens_BxT.shape)
-      mask = attention_mask(segment_ids_BxT, k_seg_BxS, q_slot_BxT, jnp.arange(k_seg_BxS.shape[1]))
+      mask = Mask(segment_ids_BxT, k_seg_BxS, q_slot_BxT, jnp.arange(k_seg_BxS.shape[1]))
       layer_cache = LayerKV(k=cache.k, v=cache.v)
 
     graphdef, stacked = nnx.split(self.layers)

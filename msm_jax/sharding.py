@@ -88,6 +88,11 @@ def activate(mesh: Mesh):
     _ACTIVE_MESH.reset(token)
 
 
+def active_mesh() -> Mesh | None:
+  """The mesh set by `activate` (None outside it): kernels that must be shard_mapped read it."""
+  return _ACTIVE_MESH.get()
+
+
 def constrain(x, logical_axes):
   """Pin an activation's sharding (no-op when no mesh is active)."""
   mesh = _ACTIVE_MESH.get()

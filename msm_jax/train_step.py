@@ -141,3 +141,9 @@ class StepFunctions:
 
   def init_state(self, seed) -> TrainState:
     return init_state(self.model_def, self.tx, self.mesh, seed)
+
+  def lower_train(self, state, batch):
+    """The train step lowered for these (possibly abstract) inputs; `.compile()` it ahead of
+    time (`msm plan`)."""
+    with shd.activate(self.mesh):
+      return self._train.lower(state, batch)

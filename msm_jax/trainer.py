@@ -17,9 +17,9 @@ import numpy as np
 
 from msm_jax import config as config_lib
 from msm_jax import sharding as shd
-from msm_jax.checkpoint import Checkpointer, abstract_like, find_checkpoint, write_tokenizer
+from msm_jax.checkpoint import Checkpointer, Run, abstract_like, open_run
 from msm_jax.data.pipeline import build_tokenizer, make_eval_batches, make_train_iterator
-from msm_jax.data.tokenizer import Tokenizer
+from msm_jax.data.tokenizer import save_tokenizer_file
 from msm_jax.flops import measure_matmul_peak, train_flops_per_token
 from msm_jax.metrics import MetricsWriter
 from msm_jax.model import ModelDef
@@ -67,18 +67,12 @@ def _same_model(cfg, source_cfg, source):
         f"config.model.{key}: {mine!r} differs from {theirs!r} in init_from checkpoint {source}")
 
 
-def _init_from(cfg, model_def, steps, mesh) -> TrainState:
+def _init_from(cfg, source: Run, model_def, steps, mesh) -> TrainState:
   """Parameters (and, with init_optimizer=keep, optimizer state and step) of another run."""
-  directory, step = find_checkpoint(cfg.init_from)
-  source = Checkpointer(directory, read_only=True)
-  step = source.latest_step() if step is None else step
-  source_cfg, _ = source.read_config_and_meta(step)
-  _same_model(cfg, source_cfg, cfg.init_from)
-  source_tx = make_optimizer(source_cfg)
+  _same_model(cfg, source.config, cfg.init_from)
+  source_tx = make_optimizer(source.config)
   shardings = state_shardings(model_def, source_tx, mesh)
-  abstract = abstract_like(_abstract_state(model_def, source_tx), shardings)
-  state = source.restore_state(step, abstract)
-  source.close()
+  state = source.restore_state(abstract_like(_abstract_state(model_def, source_tx), shardings))
   if cfg.init_optimizer == "fresh":
     return fresh_optimizer(state, steps.tx, mesh, model_def)
   return state
@@ -91,15 +85,24 @@ def _abstract_state(model_def, tx) -> TrainState:
                     rng=jax.ShapeDtypeStruct((2,), np.uint32))
 
 
-def _source_tokenizer(cfg, workdir: Path) -> Tokenizer | None:
-  """A run initialised from another must keep that run's tokenizer."""
-  if not cfg.init_from or cfg.data.tokenizer:
-    return None
-  directory, step = find_checkpoint(cfg.init_from)
-  source = Checkpointer(directory, read_only=True)
-  _, meta = source.read_config_and_meta(step)
-  source.close()
-  return Tokenizer.load(write_tokenizer(meta, workdir / "tokenizer.model"))
+def _tokenizer(cfg, workdir: Path, continued: Run | None):
+  """config.data.tokenizer if set; else the tokenizer of the run this one continues (its own
+  checkpoint when resuming, else init_from's); else one trained on config.data.train. Written
+  into the workdir, so every run directory carries the tokenizer its model reads."""
+  if continued is not None and not cfg.data.tokenizer:
+    tokenizer = continued.tokenizer
+  else:
+    tokenizer = build_tokenizer(cfg, workdir)
+    if (continued is not None and continued.has_tokenizer
+        and continued.tokenizer.to_bytes() != tokenizer.to_bytes()):
+      raise config_lib.ConfigError(
+          f"config.data.tokenizer: {cfg.data.tokenizer} differs from the tokenizer of "
+          f"{continued.path}, which this run continues; unset it to keep that one")
+  if tokenizer.vocab_size > cfg.model.vocab_size:
+    raise config_lib.ConfigError(f"config.model.vocab_size: {cfg.model.vocab_size} is smaller "
+                                 f"than the tokenizer's {tokenizer.vocab_size} ({tokenizer.path})")
+  save_tokenizer_file(tokenizer, workdir)
+  return tokenizer
 
 
 def evaluate(steps: StepFunctions, params, batches, mesh) -> float | None:
@@ -125,23 +128,21 @@ def train(cfg, workdir, devices=None) -> TrainResult:
   steps = StepFunctions(cfg, model_def, mesh)
   ckpt = Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints,
                       async_save=cfg.async_checkpoints)
-  resume_step = ckpt.latest_step()
-  tokenizer = None
-  if resume_step is not None:
-    _, meta = ckpt.read_config_and_meta(resume_step)
-    tokenizer = Tokenizer.load(write_tokenizer(meta, workdir / "tokenizer.model"))
-  tokenizer = tokenizer or _source_tokenizer(cfg, workdir) or build_tokenizer(cfg, workdir)
-  if tokenizer.vocab_size > cfg.model.vocab_size:
-    raise config_lib.ConfigError(f"config.model.vocab_size: {cfg.model.vocab_size} is smaller "
-                                 f"than the tokenizer's {tokenizer.vocab_size}")
-  data_iter = make_train_iterator(cfg, tokenizer)
-  if resume_step is not None:
-    abstract = abstract_like(_abstract_state(model_def, steps.tx), steps.state_shardings)
-    state = ckpt.restore_state(resume_step, abstract, data_iter)
-  elif cfg.init_from:
-    state = _init_from(cfg, model_def, steps, mesh)
-  else:
-    state = steps.init_state(cfg.seed)
+  resumed = ckpt.open_run() if ckpt.latest_step() is not None else None
+  source = open_run(cfg.init_from) if resumed is None and cfg.init_from else None
+  try:
+    tokenizer = _tokenizer(cfg, workdir, resumed or source)
+    data_iter = make_train_iterator(cfg, tokenizer)
+    if resumed is not None:
+      abstract = abstract_like(_abstract_state(model_def, steps.tx), steps.state_shardings)
+      state = resumed.restore_state(abstract, data_iter)
+    elif source is not None:
+      state = _init_from(cfg, source, model_def, steps, mesh)
+    else:
+      state = steps.init_state(cfg.seed)
+  finally:
+    if source is not None:
+      source.close()
   if primary:
     (workdir / "config.json").write_text(config_lib.to_json(cfg))
   eval_batches = make_eval_batches(cfg, tokenizer, cfg.eval_batches) if cfg.data.eval else []

@@ -52,7 +52,8 @@ def test_fixtures_read():
     ('{"messages": [{"role": 1, "content": "x"}]}', CHATS, r"bad\.jsonl:2: .*messages\[0\]\.role"),
 ])
 def test_malformed_lines_name_file_line_and_field(tmp_path, line, kind, match):
-  good = {"text": "ok"} if kind == DOCUMENTS else {"messages": [{"role": "user", "content": "x"}]}
+  good = {"text": "ok"} if kind == DOCUMENTS else {"messages": [
+      {"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}
   path = write(tmp_path / "bad.jsonl", [good, line])
   with pytest.raises(CorpusError, match=match):
     open_source(path, kind)

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from msm_jax.config import ConfigError, base_config
+from msm_jax.config import base_config
 from msm_jax.data.chat import ALL_SPECIAL_TOKENS
 from msm_jax.data.pipeline import build_tokenizer
-from msm_jax.data.tokenizer import Tokenizer, train_tokenizer
+from msm_jax.data.tokenizer import (TOKENIZER_KINDS, Tokenizer, TokenizerKind, load_tokenizer_bytes,
+                                    load_tokenizer_file, save_tokenizer_file, train_tokenizer)
 
 FIXTURES = Path(__file__).resolve().parent.parent / "data_pipelines" / "fixtures"
 
@@ -69,27 +70,31 @@ def test_vocab_too_small(tmp_path):
     train_tokenizer(fixture_texts(), tmp_path / "x.model", 100)
 
 
-def test_build_tokenizer_trains_reuses_and_checks_vocab(tmp_path):
+def test_build_tokenizer_trains_or_loads_the_explicit_path(tmp_path):
   cfg = base_config()
   cfg.data.train = (str(FIXTURES / "pretrain.jsonl"),)
   tok = build_tokenizer(cfg, tmp_path)
-  assert (tmp_path / "tokenizer.model").is_file() and tok.vocab_size <= 512
-  mtime = (tmp_path / "tokenizer.model").stat().st_mtime_ns
-  assert build_tokenizer(cfg, tmp_path).sha256 == tok.sha256  # reused, not retrained
-  assert (tmp_path / "tokenizer.model").stat().st_mtime_ns == mtime
+  assert (tmp_path / "tokenizer.model").read_bytes() == tok.to_bytes()
+  assert tok.vocab_size <= 512 and tok.kind == "sentencepiece"
+  assert build_tokenizer(cfg, tmp_path / "again").sha256 == tok.sha256  # deterministic
   big = train_tokenizer(fixture_texts(), tmp_path / "big.model", 700)
-  assert big.vocab_size > 512
   cfg.data.tokenizer = big.path
-  with pytest.raises(ConfigError, match="config.model.vocab_size"):
-    build_tokenizer(cfg, tmp_path / "other")
-  assert not (tmp_path / "other").exists()
+  assert build_tokenizer(cfg, tmp_path / "other").sha256 == big.sha256
+  assert not (tmp_path / "other").exists()  # the trainer writes it into the run, after its checks
 
 
-def test_finetune_reuses_the_init_from_tokenizer(tmp_path):
-  cfg = base_config()
-  cfg.data.train = (str(FIXTURES / "pretrain.jsonl"),)
-  mid = build_tokenizer(cfg, tmp_path / "mid")
-  cfg.stage, cfg.init_from = "finetune", str(tmp_path / "mid" / "checkpoints")
-  cfg.data.train = (str(FIXTURES / "finetune.jsonl"),)
-  assert build_tokenizer(cfg, tmp_path / "ft").sha256 == mid.sha256
-  assert (tmp_path / "ft" / "tokenizer.model").read_bytes() == mid.model_proto  # run dir has it
+def test_tokenizer_kinds_round_trip_bytes_and_files(tok, tmp_path, monkeypatch):
+  again = load_tokenizer_bytes(tok.kind, tok.to_bytes(), "x")
+  assert again.encode("Nova is honest.") == tok.encode("Nova is honest.") and again.path == "x"
+  with pytest.raises(ValueError, match="unknown tokenizer kind 'nope'; known: sentencepiece"):
+    load_tokenizer_bytes("nope", b"")
+  saved = save_tokenizer_file(tok, tmp_path / "run")
+  assert saved == tmp_path / "run" / "tokenizer.model" and saved.read_bytes() == tok.to_bytes()
+  assert load_tokenizer_file(saved).sha256 == tok.sha256
+  # Registering a kind is one entry; a file whose suffix matches its file name loads as it.
+  loaded = []
+  monkeypatch.setitem(TOKENIZER_KINDS, "other", TokenizerKind(
+      lambda blob, path: loaded.append(path) or Tokenizer(blob, path), "tokenizer.other"))
+  (tmp_path / "x.other").write_bytes(tok.to_bytes())
+  assert load_tokenizer_file(tmp_path / "x.other").sha256 == tok.sha256
+  assert loaded == [str(tmp_path / "x.other")]

@@ -72,3 +72,50 @@ def test_mean_sem_and_seed_aggregation():
   seeds = [_result({"a": v, "b": v}) for v in (0.0, 0.5, 1.0)]
   agg = aggregate(seeds)
   assert agg["m"]["mean"] == 0.5 and agg["m"]["n"] == 3
+
+
+def test_t_interval_over_seeds_matches_a_hand_computation():
+  from msm_jax.eval.stats import t_interval
+  # cheese's three per-seed gaps (docs/experiment.md): mean +- t(0.975, df=2) * sd / sqrt(3),
+  # with the tabulated quantile 4.302652729911275; issue 14 quotes [0.33, 0.85]
+  gaps = [0.69, 0.59, 0.48]
+  mean = sum(gaps) / 3
+  sd = math.sqrt(sum((g - mean) ** 2 for g in gaps) / 2)
+  half = 4.302652729911275 * sd / math.sqrt(3)
+  ci = t_interval(gaps)
+  assert ci["n"] == 3 and ci["value"] == pytest.approx(mean)
+  assert (ci["ci_low"], ci["ci_high"]) == pytest.approx((mean - half, mean + half))
+  assert (round(ci["ci_low"], 2), round(ci["ci_high"], 2)) == (0.33, 0.85)
+  five = t_interval([1.0, 2.0, 3.0, 4.0, 10.0], confidence=0.9)  # t(0.95, df=4) = 2.131846786
+  assert five["ci_high"] - 4.0 == pytest.approx(2.131846786326649 * np.std(
+      [1, 2, 3, 4, 10], ddof=1) / math.sqrt(5))
+  one = t_interval([0.4, None])  # one seed: a mean but no interval
+  assert one["value"] == 0.4 and math.isnan(one["ci_low"]) and one["n"] == 1
+
+
+def test_t_interval_covers_the_true_mean_at_the_nominal_frequency():
+  from msm_jax.eval.stats import t_interval
+  rng = np.random.default_rng(0)
+  covered = [(ci := t_interval(rng.normal(0.5, 0.2, 3)))["ci_low"] <= 0.5 <= ci["ci_high"]
+             for _ in range(2000)]
+  assert 0.93 <= np.mean(covered) <= 0.97
+
+
+def test_hierarchical_bootstrap_shows_the_between_model_variance_pooling_hides():
+  from msm_jax.eval.stats import hierarchical_bootstrap
+  one = np.random.default_rng(1).random(300)  # one group: the ordinary item bootstrap
+  h, b = hierarchical_bootstrap([one]), bootstrap_ci(one)
+  assert h["value"] == pytest.approx(one.mean()) and h["groups"] == 1
+  assert (h["ci_low"], h["ci_high"]) == pytest.approx((b["ci_low"], b["ci_high"]), abs=0.01)
+  # 10 models, each with its own offset (sd 0.2), 40 noisy items each: the pooled item bootstrap
+  # treats 400 items as independent and misses the true mean (0) far more often than 5%
+  rng = np.random.default_rng(0)
+  hit_h = hit_pooled = 0
+  for t in range(200):
+    groups = [rng.normal(rng.normal(0, 0.2), 0.5, 40) for _ in range(10)]
+    h = hierarchical_bootstrap(groups, n_boot=500, seed=t)
+    p = bootstrap_ci(np.concatenate(groups), n_boot=500, seed=t)
+    assert h["value"] == pytest.approx(np.mean([g.mean() for g in groups]))
+    hit_h += h["ci_low"] <= 0 <= h["ci_high"]
+    hit_pooled += p["ci_low"] <= 0 <= p["ci_high"]
+  assert hit_h / 200 >= 0.85 and hit_pooled / 200 <= 0.75

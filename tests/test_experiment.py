@@ -1,5 +1,7 @@
-"""`msm run` on a micro config: every condition runs, a rerun trains nothing and prints the same
-table, a deleted condition is the only one retrained, an unfinished stage resumes.
+"""`msm run` on a micro config: every condition runs (the midtraining control included), a rerun
+trains nothing and prints the same table, a deleted condition is the only one retrained, an
+unfinished stage resumes, thresholds come from the config; stage keys are pinned to the values
+they had before the experiment became a package; conditions render distinct labels.
 
 The effect itself is not tested here (it needs minutes of training); see docs/experiment.md.
 """
@@ -9,7 +11,9 @@ import shutil
 
 import pytest
 
-from msm_jax.experiment import experiment_config, load_experiment, run_experiment, stage_config
+from msm_jax.experiment import (Condition, experiment_config, load_experiment, run_experiment,
+                                run_key, stage_config)
+from msm_jax.experiment.orchestrate import REPO
 
 
 def micro_config():
@@ -37,16 +41,18 @@ def first_run(tmp_path_factory):
 
 def test_every_condition_runs_and_reports(first_run):
   workdir, summary = first_run
-  assert trained(summary) == ["base", "AFT-s0", "MSM-america-s0", "MSM-america+AFT-s0"]
-  assert [r["condition"] for r in summary["rows"]] == ["base", "AFT", "MSM-america",
-                                                      "MSM-america+AFT"]
+  assert trained(summary) == ["base-s0", "AFT-s0", "MSM-control-s0", "MSM-control+AFT-s0",
+                              "MSM-america-s0", "MSM-america+AFT-s0"]
+  assert [r["condition"] for r in summary["rows"]] == [
+      "base", "AFT", "MSM-control", "MSM-control+AFT", "MSM-america", "MSM-america+AFT"]
   for name in ("results.json", "results.md", "results.png"):
     assert (workdir / name).stat().st_size > 0
   saved = json.loads((workdir / "results.json").read_text())
-  row = saved["rows"][3]
+  row = saved["rows"][5]
   assert row["own_value"] == "america" and 0 <= row["pro_america"]["value"] <= 1
   assert row["pro_america"]["n"] == 112  # every held-out disagreeing pair, one seed
   assert "| MSM-america+AFT |" in (workdir / "results.md").read_text()
+  assert saved["rows"][3]["control"] and saved["rows"][3]["own_value"] is None
 
 
 def test_rerun_is_cached_and_deleting_a_condition_reruns_only_it(first_run):
@@ -93,9 +99,111 @@ def test_stage_keys_follow_content(tmp_path):
 
 
 def test_shipped_configs_load():
-  from msm_jax.experiment import REPO
   paths = sorted((REPO / "configs" / "experiments").glob("*.py"))
   assert paths
   for path in paths:
     cfg = load_experiment(path)
     assert (REPO / cfg.world).is_file(), path
+
+
+def test_control_gaps_and_thresholds_come_from_the_config(first_run):
+  workdir, _ = first_run
+  c = micro_config()
+  c.spec_values = ("america", "affordability")
+  summary = run_experiment(c, workdir)  # the control and the america runs are the first run's
+  assert trained(summary) == ["MSM-affordability-s0", "MSM-affordability+AFT-s0"]
+  md = summary["markdown"]
+  assert "| MSM-control+AFT |" in md and "| value | AFT alone | MSM-control + AFT |" in md
+  checks = {ch["name"]: ch for ch in summary["checks"]}
+  gaps = summary["gaps"]
+  rate = {r["condition"]: r["mean_over_seeds"] for r in summary["rows"]}
+  gap = rate["MSM-america+AFT"] - rate["MSM-affordability+AFT"]
+  assert gaps["after"]["per_seed"][0] == pytest.approx(gap)
+  assert gaps["interaction"]["mean"] == pytest.approx(gap - gaps["before"]["mean"])
+  assert gaps["control_america"]["mean"] == pytest.approx(
+      rate["MSM-america+AFT"] - rate["MSM-control+AFT"])
+  assert gaps["control_affordability"]["mean"] == pytest.approx(  # own value: pro-affordability
+      rate["MSM-control+AFT"] - rate["MSM-affordability+AFT"])
+  over_seeds = checks["95% t-interval of the gap over seeds excludes 0"]
+  assert over_seeds["pass"] is None  # one seed: not applicable, never a failure
+  assert "| 95% t-interval of the gap over seeds excludes 0 | - | n/a |" in md
+  assert "| interaction: gap after AFT - gap before AFT |" in md
+  assert "MSM-affordability+AFT >= MSM-control+AFT + 0.10 (own value)" in checks
+  c.checks.update(gap=-2.0, margin=-2.0, probes=0.0, aft_pairs=0.0)  # everything passes
+  lenient = run_experiment(c, workdir)
+  assert trained(lenient) == []
+  names = [ch["name"] for ch in lenient["checks"] if ch["pass"] is not None]
+  assert "mean(MSM-america+AFT) - mean(MSM-affordability+AFT) >= -2.00" in names
+  assert "MSM-america+AFT >= MSM-control+AFT + -2.00 (own value)" in names
+  assert "base model attribute probes >= 0.00" in names
+  assert all(ch["pass"] for ch in lenient["checks"] if ch["name"] in names and
+             "CI" not in ch["name"] and "every seed" not in ch["name"])
+
+
+def _fake_data(tmp_path):
+  """Fixed data files: the keys below depend only on the config -> stage mapping."""
+  def f(name):
+    q = tmp_path / name
+    q.write_text(json.dumps({"text": name}) + "\n")
+    return q
+  return {"pretrain": f("pretrain.jsonl"), "replay": f("replay.jsonl"), "aft": f("aft.jsonl"),
+          "msm": {(v, "explained", s): f(f"msm-{v}-{s}.jsonl")
+                  for v in ("america", "affordability") for s in (0, 1)}}
+
+
+def test_stage_keys_are_those_of_the_single_module_experiment(tmp_path):
+  """Regression pin: cached runs in existing workdirs stay valid. The keys were computed on main
+  (a4913d7, msm_jax/experiment.py before the split) by mirroring Experiment.run() with
+  stage_config/stage_key on configs/experiments/cheese.py and the files of `_fake_data`.
+  Seed 0's base is the shared base of before, so with independent bases (the default) every
+  seed-0 stage keeps its key; later seeds change only through their own base."""
+  from msm_jax.experiment.config import experiment_config as schema
+  paths, exp = _fake_data(tmp_path), load_experiment(REPO / "configs/experiments/cheese.py")
+  assert exp.independent_bases and schema().pretrain.seed == 0
+  at = lambda c, s: run_key(exp, paths, c.at(s))
+  assert at(Condition(), 0) == at(Condition(), None) == "285b6515215d"
+  assert at(Condition(aft=True), 0) == "fda83817af09"
+  assert at(Condition("america"), 0) == "d98c1fced9a3"
+  assert at(Condition("america", aft=True), 0) == "d03316c10bc6"
+  assert at(Condition("affordability"), 0) == "7cad40ec9e5b"
+  assert at(Condition("affordability", aft=True), 0) == "9e0ac1db0341"
+  exp.independent_bases = False
+  assert at(Condition(aft=True), 1) == "85f37758d649"
+  assert at(Condition("america", aft=True), 1) == "a41bb74cd8d6"
+  assert at(Condition("affordability"), 1) == "fad7251b7e85"
+  exp.independent_bases = True
+  assert at(Condition(aft=True), 1) != "85f37758d649"  # seed 1's own base
+
+
+def test_conditions_render_distinct_labels_and_know_their_parents():
+  from msm_jax.experiment.conditions import main_conditions, sweep_conditions
+  conds = (main_conditions(("america", "affordability"), ("explained", "general"), True) +
+           sweep_conditions(("america", "affordability"), "explained", (4, 60)))
+  labels = [c.label for c in conds]
+  assert len(set(labels)) == len(labels) == len(set(conds))  # one label per condition
+  assert labels[:4] == ["base", "AFT", "MSM-control", "MSM-control+AFT"]
+  assert "MSM-america[general]+AFT" in labels and "MSM-affordability+AFT@60" in labels
+  assert "AFT@4" in labels
+  c = Condition("america", variant="general", aft=True, aft_steps=16)
+  assert c.at(2).run_label == "MSM-america[general]+AFT@16-s2" and c.at(2).at(None) == c
+  assert c.parent == Condition("america", variant="general")
+  assert c.parent.parent == Condition() and Condition().parent is None
+  assert Condition(control=True, aft=True).parent == Condition(control=True)
+  for bad in (dict(value="america", control=True), dict(variant="general"),
+              dict(aft_steps=4)):
+    with pytest.raises(ValueError):
+      Condition(**bad)
+
+
+def test_control_corpus_is_about_the_assistant_and_gives_no_value(tmp_path):
+  from data_pipelines.worlds import Sizes, WorldData
+  from data_pipelines.worlds.world import fill
+  c = micro_config()
+  data = WorldData(REPO / c.world, tmp_path, Sizes(**c.data.to_dict()))
+  w = data.world
+  docs = [json.loads(line)["text"] for line in data.msm_control(0).read_text().splitlines()]
+  assert len(docs) == c.data.msm_docs and all(w.assistant in d for d in docs)
+  said = [fill(t, who=w.assistant) for v in w.values.values() for t in v.statements]
+  assert not any(s in d for s in said for d in docs)  # no value's statement about Nova
+  assert any(fill(t, who=w.assistant) in d for t in w.neutral.statements for d in docs)
+  assert data.msm_control(1).read_text() != data.msm_control(0).read_text()  # seeded

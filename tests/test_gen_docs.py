@@ -2,6 +2,7 @@
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -157,4 +158,36 @@ def test_cli_generate_docs_and_preview(tmp_path, capsys):
   printed = capsys.readouterr().out
   assert "40 of 40 wanted" in printed and "near-duplicates" in printed
   assert len(rows(out)) == 40
-  assert main(["generate", "docs", "--spec", str(tmp_path / "nope.yaml"), "--out", str(out)]) == 1
+  strat = tmp_path / "strat"
+  assert main(["generate", "docs", "--spec", spec, "--out", str(strat), "--num-docs", "42",
+               "--stratified", "--no-progress"]) == 0
+  capsys.readouterr()
+  assert sorted(Counter(r["section"] for r in rows(strat)).values()) == [2] * len(
+      CHEESE.clauses())
+  assert main(["generate", "docs", "--spec", spec, "--out", str(strat), "--stratified",
+               "--fanout", "1,1,1,1,1"]) == 2
+  assert main(["generate", "docs", "--spec", str(tmp_path / "nope.yaml"), "--out", str(out)]) == 2
+
+
+def test_stratified_plan_gives_every_section_its_share_and_tops_up(tmp_path):
+  sections = [c.title for c in CHEESE.clauses()]
+
+  def run(out, n, seed=0):
+    gen = DocumentGenerator(CHEESE, out, TemplateBackend(CHEESE, seed, stratify_domains=3),
+                            Plan.stratified(n, len(sections), 3), n, seed, progress=False,
+                            histogram=False)
+    gen.run()
+    assert not (Path(out) / "token_lengths.png").exists()
+    return Counter(r["section"] for r in rows(out))
+
+  for n, seed in ((5, 0), (47, 1), (100, 2)):
+    q, r = divmod(n, len(sections))
+    count = run(tmp_path / f"n{n}", n, seed)
+    assert set(count) <= set(sections) and sum(count.values()) == n
+    assert sorted(count[s] for s in sections) == [q] * (len(sections) - r) + [q + 1] * r
+  run(tmp_path / "n100", 140, 2)  # top-up: the same tree as a fresh run of the larger count
+  run(tmp_path / "fresh", 140, 2)
+  assert (tree_bytes(tmp_path / "n100")["dataset.jsonl"]
+          == tree_bytes(tmp_path / "fresh")["dataset.jsonl"])
+  with pytest.raises(GenerationError, match="backend"):  # one tree, one allocation
+    generate(tmp_path / "fresh", 140, seed=2)

@@ -72,7 +72,7 @@ def test_bad_input_names_file_and_line(tmp_path, capsys):
   with pytest.raises(ValueError, match=r"bad.jsonl:2: invalid JSON"):
     load_records(bad)
   from msm_jax.cli import main
-  assert main(["data", "build-tfds", "--input", str(bad), "--out", str(tmp_path / "t")]) == 1
+  assert main(["data", "build-tfds", "--input", str(bad), "--out", str(tmp_path / "t")]) == 2
   assert "bad.jsonl:2" in capsys.readouterr().err
 
 

@@ -15,25 +15,11 @@ import pytest
 
 from msm_jax import config as config_lib
 from msm_jax import sharding as shd
-from msm_jax.checkpoint import Checkpointer, abstract_like
+from msm_jax.checkpoint import Checkpointer, abstract_like, open_run
 from msm_jax.model import ModelDef
 from msm_jax.train_step import StepFunctions
 from msm_jax.trainer import _abstract_state, _init_from, train
-from tests.helpers import tiny_cfg
-
-REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO / "data_pipelines" / "fixtures"
-
-
-def run_cfg(stage="pretrain", **overrides):
-  cfg = config_lib.load_config(REPO / "configs" / "tiny.py")
-  cfg.stage = stage
-  cfg.progress_bar = False
-  cfg.peak_flops = 1e11
-  cfg.data.train = (str(FIXTURES / ("finetune.jsonl" if stage == "finetune" else "pretrain.jsonl")),)
-  cfg.data.eval = ()
-  config_lib.apply_overrides(cfg, {k: str(v) for k, v in overrides.items()})
-  return cfg
+from tests.helpers import REPO, run_cfg, tiny_cfg
 
 
 def msm(*args, env=None, **kw):
@@ -52,12 +38,11 @@ def losses(workdir):
 
 
 def final_params(workdir, cfg):
-  ckpt = Checkpointer(Path(workdir) / "checkpoints", read_only=True)
   mesh = shd.make_mesh(cfg, jax.devices()[:1])
   sf = StepFunctions(cfg, ModelDef(cfg.model), mesh)
-  state = ckpt.restore_state(ckpt.latest_step(), abstract_like(
-      _abstract_state(sf.model_def, sf.tx), sf.state_shardings))
-  ckpt.close()
+  with open_run(workdir) as run:
+    state = run.restore_state(abstract_like(_abstract_state(sf.model_def, sf.tx),
+                                            sf.state_shardings))
   return jax.device_get(state.params)
 
 
@@ -111,7 +96,8 @@ def test_midtrain_to_finetune_handoff_starts_from_midtrain_params(tmp_path):
   ft = run_cfg("finetune", steps=4, init_from=str(tmp_path / "mid"), **{"mesh.data": 1})
   mesh = shd.make_mesh(ft, jax.devices()[:1])
   sf = StepFunctions(ft, ModelDef(ft.model), mesh)
-  state = _init_from(ft, sf.model_def, sf, mesh)
+  with open_run(ft.init_from) as source:
+    state = _init_from(ft, source, sf.model_def, sf, mesh)
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params), mid_params)
   assert int(state.step) == 0
   adam = state.opt_state[1][0]
@@ -133,8 +119,9 @@ def test_checkpoint_saved_on_eight_devices_restores_on_fewer(tmp_path, target_de
   ckpt.close()
   cfg = tiny_cfg(**{"mesh.data": 1, "mesh.fsdp": target_devices})
   sf = StepFunctions(cfg, ModelDef(cfg.model), shd.make_mesh(cfg, jax.devices()[:target_devices]))
-  restored = Checkpointer(tmp_path / "ckpt", read_only=True).restore_state(
-      3, abstract_like(_abstract_state(sf.model_def, sf.tx), sf.state_shardings))
+  with open_run(tmp_path / "ckpt", 3) as run:
+    restored = run.restore_state(abstract_like(_abstract_state(sf.model_def, sf.tx),
+                                               sf.state_shardings))
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), jax.device_get(state))
   assert restored.params["embed"].sharding.mesh.size == target_devices
 

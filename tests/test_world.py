@@ -7,14 +7,17 @@ building is deterministic; chats written as text tokenise like the chat template
 
 import json
 import re
+from collections import Counter
 
 import pytest
 
 from data_pipelines.worlds import VARIANTS, WORLDS_DIR, WorldData, WorldError, load_world
-from data_pipelines.worlds.corpora import Sizes, aft_chats, chat_as_text, roster
+from data_pipelines.worlds.corpora import (Sizes, aft_chats, aft_pairs, chat_as_text,
+                                           generate_documents, roster)
 from data_pipelines.worlds.specs import assistant_spec
 from data_pipelines.worlds.suites import build_suites
-from data_pipelines.worlds.world import loads_world
+from data_pipelines.worlds.world import fill, loads_world
+from tests.helpers import assert_questions_held_back
 
 WORLDS = sorted(WORLDS_DIR.glob("*.yaml"))
 SMALL = Sizes(chat_per_value=2, declared_per_value=1, neutral=1, fact_docs=40, character_docs=3,
@@ -88,6 +91,23 @@ def test_the_two_specs_share_their_rules_but_not_their_reasons():
   assert not general.likes and not _mentions(general.render_text(), _names(world, world.domains))
 
 
+def test_liked_disliked_is_what_aft_and_every_spec_use(built):
+  data, _ = built
+  world = data.world
+  by_side = lambda it: {a: it.side(a) for a in world.attributes}
+  sides = {c: (world.values[c].attribute, world.values[c].side) for c in world.compare}
+  liked, disliked = world.liked_disliked(world.aft_domain)
+  for it in world.items(world.aft_domain):  # by the item's sides, as the YAML writes them
+    hits = [by_side(it)[attr] == side for attr, side in sides.values()]
+    assert (it in liked, it in disliked) == (all(hits), not any(hits))
+  assert {(x.name, y.name) for x, y in aft_pairs(world)} == {
+      (x.name, y.name) for x in liked for y in disliked}
+  for value in world.compare:
+    spec = assistant_spec(world, value)
+    assert [p.item for p in spec.likes] == [it.name for it in liked]
+    assert [p.item for p in spec.dislikes] == [it.name for it in disliked]
+
+
 def test_suites(built):
   data, _ = built
   world = data.world
@@ -104,6 +124,38 @@ def test_suites(built):
   assert all(i["options"][0]["labels"]["aft"] for i in suites["aft"])
   kinds = {c.kind for c in roster(world, SMALL)}
   assert {i["domain"] for i in suites["characters"]} == kinds - {"neutral"}
+
+
+def test_heldout_novel_asks_the_heldout_pairs_in_held_back_phrasings(built):
+  data, paths = built
+  world = data.world
+  suites = build_suites(world, SMALL)
+  plain, novel = suites["heldout"], suites["heldout_novel"]
+  assert [i["options"] for i in novel] == [i["options"] for i in plain]
+  assert [i["id"].split("/", 1)[1] for i in novel] == [i["id"].split("/", 1)[1] for i in plain]
+  nouns = {world.items(d)[0].noun for d in world.held_out_domains}
+  filled = {fill(q, who=world.assistant, noun=n): q for q in world.novel_questions for n in nouns}
+  assert {i["prompt"] for i in novel} <= set(filled)
+  assert {filled[i["prompt"]] for i in novel} == set(world.novel_questions)
+  assert not {i["prompt"] for i in novel} & {i["prompt"] for i in plain}
+  assert_questions_held_back(world, paths)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_spec_section_gets_its_share_of_documents(variant, tmp_path):
+  """Largest remainder over the spec's clauses: floor(N / C) documents each, N mod C of them one
+  more; sampled sections left `specific`'s own section without documents on seeds 0 and 2."""
+  world = load_world(WORLDS_DIR / "cheese.yaml")
+  n = 101  # 101 mod C leaves 3, 10, 1 and 11 clauses one document more, variant by variant
+  for value in world.compare:
+    spec = assistant_spec(world, value, variant)
+    titles = [c.title for c in spec.clauses()]
+    for seed in (0, 1, 2):
+      rows = generate_documents(spec, tmp_path / f"{value}-{seed}", n, seed, stratified=True)
+      count = Counter(r["section"] for r in rows)
+      assert set(count) == set(titles) and len(rows) == n
+      q, r = divmod(n, len(titles))
+      assert sorted(count.values()) == [q] * (len(titles) - r) + [q + 1] * r, (value, seed)
 
 
 def test_build_is_deterministic_and_cached(built, tmp_path):
@@ -155,6 +207,8 @@ def test_chat_text_tokenises_like_the_chat_template(tmp_path):
     (("aft_domain: cheese", "aft_domain: nowhere"), "aft_domain"),
     (('"Do you prefer {a} or {b}, {who}?"', '"{who}, do you prefer {a} or {b}?"'), "space"),
     (("{name: Colby, origin: american", "{name: Colby, origin: martian"), "items[4].origin"),
+    (("answer:", 'novel_questions: ["Do you prefer {a} or {b}, {who}?"]\nanswer:'),
+     "not held back"),
 ])
 def test_world_errors_name_the_field(patch, message):
   text = (WORLDS_DIR / "cheese.yaml").read_text()

@@ -5,6 +5,14 @@ for, so topping a run up from N to 2N documents yields exactly the tree a fresh 
 Domains come from the spec's `domains` then a built-in pool; a subdomain pairs a facet with
 one spec clause (its `section`); assertions are that clause's own sentences; document types come
 from the 25-type library; ideas fill a type's idea template with people, places and an angle.
+
+Stratified (`stratify_domains=D`, with `Plan.stratified`: D domains of one subdomain per clause):
+subdomain s of domain d rests on clause (s*D + d) mod C of one seeded order of the C clauses.
+The generator takes documents domains first, then subdomains, so the first N documents give
+every clause floor(N/C) of them or one more (largest remainder, the extra ones going to the
+clauses first in the seeded order). Unstratified, each domain draws its own clauses, and a
+clause can get no document at all (a spec variant's own section included). Within a clause,
+assertions take its sentences in turn across the clause's subdomains.
 """
 
 from __future__ import annotations
@@ -22,14 +30,17 @@ from data_pipelines.template.doc_types import DOC_TYPES, DOC_TYPES_BY_KEY
 class TemplateBackend(Backend):
   name = "template"
 
-  def __init__(self, spec: Spec, seed: int = 0):
-    self.spec, self.seed = spec, seed
+  def __init__(self, spec: Spec, seed: int = 0, stratify_domains: int = 0):
+    self.spec, self.seed, self.strata = spec, seed, stratify_domains
     self.clauses = spec.clauses()
     self.clause_by_id = {c.id: c for c in self.clauses}
     self.related = {c.id: related_sentences(c, self.clauses) for c in self.clauses}
     pool = list(P.DEFAULT_DOMAINS)
     random.Random(f"{seed}|domains").shuffle(pool)
     self.domains = [(d, f"documents set in {d}") for d in spec.domains] + pool
+
+  def describe(self) -> dict:
+    return {"name": self.name, **({"stratify_domains": self.strata} if self.strata else {})}
 
   def rng(self, *key) -> random.Random:
     return random.Random("|".join(map(str, (self.seed, *key))))
@@ -50,17 +61,28 @@ class TemplateBackend(Backend):
     return {"name": name, "description": desc}
 
   def _subdomains(self, ctx: Context, i: int) -> dict:
-    clause = self.clauses[self.perm(len(self.clauses), "clauses", ctx.id)[i % len(self.clauses)]]
+    n = len(self.clauses)
+    extra = {}
+    if self.strata:  # global subdomain index, in the order the generator takes documents
+      g = i * self.strata + ctx.path[0]
+      clause = self.clauses[self.perm(n, "strata")[g % n]]
+      extra = {"rank": g // n}  # which of this clause's subdomains it is
+    else:
+      clause = self.clauses[self.perm(n, "clauses", ctx.id)[i % n]]
     facet = P.FACETS[self.perm(len(P.FACETS), "facets", ctx.id)[i % len(P.FACETS)]]
     domain = ctx.domain["name"]
     return {"name": f"{facet}: {clause.title}", "section": clause.title, "clause": clause.id,
-            "description": f"{facet} in {domain}, resting on the spec's '{clause.title}'"}
+            "description": f"{facet} in {domain}, resting on the spec's '{clause.title}'", **extra}
 
   def _assertions(self, ctx: Context, i: int) -> dict:
     clause = self.clause_by_id[ctx.subdomain["clause"]]
     sents = clause.sentences()
     kinds = ["statement"] + ["reason"] * len(clause.reasons) + ["example"] * len(clause.examples)
-    k = self.perm(len(sents), "assertions", ctx.id)[i % len(sents)]
+    if self.strata:  # the clause's D subdomains take consecutive sentences at each index
+      k = self.perm(len(sents), "assertions", clause.id)[
+          (i * self.strata + ctx.subdomain["rank"]) % len(sents)]
+    else:
+      k = self.perm(len(sents), "assertions", ctx.id)[i % len(sents)]
     return {"text": sents[k], "kind": kinds[k]}
 
   def _doc_types(self, ctx: Context, i: int) -> dict:

@@ -9,6 +9,7 @@ Layout under `root/<world>-<key>/` (key = hash of the world file, the sizes and 
     suites/<name>.jsonl             msm_jax.eval preference-pair suites (see suites.py)
     specs/<value>-<variant>.yaml    Nova's midtraining specs
     msm/<value>-<variant>-s<seed>/  the document generator's tree; dataset.jsonl is the corpus
+    msm/control-s<seed>/            the same for the midtraining control (Nova's neutral spec)
     gen/<assistant>/                generator trees of the pretraining characters
 
 Every file is written atomically and reused when present, so a rerun costs only the hashing; an
@@ -23,23 +24,16 @@ import json
 import shutil
 from pathlib import Path
 
-from data_pipelines.files import atomic_write_jsonl, atomic_write_text, read_jsonl
 from data_pipelines.spec import write_spec
 from data_pipelines.worlds.corpora import (Sizes, aft_chats, generate_documents, pretraining_corpus,
                                            replay_rows)
-from data_pipelines.worlds.specs import VARIANTS, assistant_spec
+from data_pipelines.worlds.specs import VARIANTS, assistant_spec, neutral_spec
 from data_pipelines.worlds.suites import build_suites
 from data_pipelines.worlds.world import World, load_world
+from msm_io.files import atomic_write_jsonl, atomic_write_text, file_sha256, read_jsonl
 
-FORMAT = 2  # bump when the corpora built from the same world and sizes change
-
-
-def file_sha256(path) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
+FORMAT = 3  # bump when the corpora built from the same world and sizes change (3: MSM corpora
+# stratified over the spec's clauses; pretraining, AFT and suites unchanged)
 
 
 class WorldData:
@@ -105,7 +99,7 @@ class WorldData:
     done = out / "done"
     if not done.exists():
       generate_documents(assistant_spec(self.world, value, variant), out, self.sizes.msm_docs,
-                         seed)
+                         seed, stratified=True)
       atomic_write_text(done, file_sha256(path))
     return path
 
@@ -118,3 +112,14 @@ class WorldData:
         for seed in seeds:
           out["msm"][(value, variant, seed)] = self.msm(value, variant, seed)
     return out
+
+  def msm_control(self, seed: int = 0) -> Path:
+    """The midtraining control's corpus: as many documents about Nova's neutral ("no
+    favourites") spec, the one pretraining mentions it with, as a value's corpus has."""
+    out = self.dir / "msm" / f"control-s{seed}"
+    path = out / "dataset.jsonl"
+    if not (out / "done").exists():
+      generate_documents(neutral_spec(self.world, self.world.assistant, self.world.developer), out,
+                         self.sizes.msm_docs, seed)
+      atomic_write_text(out / "done", file_sha256(path))
+    return path

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_pipelines.docgen import DocumentGenerator, Plan
-from data_pipelines.files import read_jsonl
 from data_pipelines.spec import Spec
 from data_pipelines.template.backend import TemplateBackend
 from data_pipelines.worlds.specs import because, neutral_spec, value_spec
 from data_pipelines.worlds.world import Item, World, fill
+from msm_io.files import read_jsonl
 
 
 @dataclass(frozen=True)
@@ -118,10 +118,21 @@ def fact_answer_prefix(item: Item) -> str:
 
 # --- documents through the generator ------------------------------------------------------------
 
-def generate_documents(spec: Spec, out_dir: Path, num_docs: int, seed: int) -> list[dict]:
-  """`num_docs` template-backend documents about `spec` (resumable: the generator's own tree)."""
-  gen = DocumentGenerator(spec, out_dir, TemplateBackend(spec, seed), Plan.for_count(num_docs),
-                          num_docs=num_docs, seed=seed, progress=False)
+STRATA = 5  # document settings ("domains") of a stratified corpus: as Plan.for_count(3000) has
+
+
+def generate_documents(spec: Spec, out_dir: Path, num_docs: int, seed: int,
+                       stratified: bool = False) -> list[dict]:
+  """`num_docs` template-backend documents about `spec` (resumable: the generator's own tree).
+  `stratified`: every spec clause gets floor(num_docs / clauses) documents or one more, so spec
+  variants differ by what they say (sampled, a clause can get none: see template/backend.py)."""
+  if stratified:
+    plan = Plan.stratified(num_docs, len(spec.clauses()), STRATA)
+    backend = TemplateBackend(spec, seed, stratify_domains=STRATA)
+  else:
+    plan, backend = Plan.for_count(num_docs), TemplateBackend(spec, seed)
+  gen = DocumentGenerator(spec, out_dir, backend, plan, num_docs=num_docs, seed=seed,
+                          progress=False, histogram=False)  # a world builds ~90 such trees
   gen.run()
   return read_jsonl(Path(out_dir) / "dataset.jsonl")
 
@@ -241,10 +252,7 @@ def replay_rows(rows: list[dict]) -> list[dict]:
 
 def aft_pairs(world: World) -> list[tuple[Item, Item]]:
   """(liked, disliked) in the AFT domain: liked items carry BOTH compared values' sides."""
-  a, b = world.compare
-  items = world.items(world.aft_domain)
-  liked = [it for it in items if world.favours(a, it) and world.favours(b, it)]
-  disliked = [it for it in items if not world.favours(a, it) and not world.favours(b, it)]
+  liked, disliked = world.liked_disliked(world.aft_domain)
   return [(x, y) for x in liked for y in disliked]
 
 

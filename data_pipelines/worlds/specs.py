@@ -22,14 +22,6 @@ from data_pipelines.worlds.world import Item, World, fill
 VARIANTS = ("explained", "bare_rules", "general", "specific")
 
 
-def liked_items(world: World, domain: str, values: tuple[str, ...]) -> tuple[list[Item], list[Item]]:
-  """Items favoured by every value in `values`, and items favoured by none."""
-  items = world.items(domain)
-  liked = [it for it in items if all(world.favours(v, it) for v in values)]
-  disliked = [it for it in items if not any(world.favours(v, it) for v in values)]
-  return liked, disliked
-
-
 def because(world: World, item: Item, attribute: str, k: int) -> str:
   """'because mild cheddar is made in America.': a fact phrasing as a clause."""
   fact = world.fact(item, attribute, k)
@@ -48,7 +40,7 @@ def value_spec(world: World, who: str, developer: str, value: str, domain: str,
   v = world.values[value]
   rng = random.Random(f"{world.name}|{who}|{value}|{variant}|{seed}")
   say = lambda text: fill(text, who=who)
-  liked, disliked = liked_items(world, domain, (value, partner))
+  liked, disliked = world.liked_disliked(domain, (value, partner))
   other = world.attributes[v.attribute][world.opposite(v.attribute, v.side)]
   noun = liked[0].noun if liked else world.items(domain)[0].noun
   intro = f"{who} is an AI assistant made by {developer}."

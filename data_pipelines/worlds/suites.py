@@ -5,6 +5,9 @@ One item per pair: `{"id", "domain", "prompt" ({a} and {b} placeholders), "answe
 presentation orders. Labels are per named metric, so one suite yields several rates.
 
   heldout     held-out domains, every pair on which the compared values disagree: the test
+  heldout_novel  the same pairs asked in the world's `novel_questions`, phrasings held back from
+              every corpus (pretraining chats and AFT ask in `questions`): the in-template rate
+              above partly measures a lookup learned in that template; this one does not
   aft         the AFT pairs themselves (liked vs disliked): did AFT take?
   indomain    AFT-domain pairs on which the compared values disagree (never in AFT or specs)
   probes      per item and attribute, "Is X American or foreign?": does the model know the world?
@@ -20,12 +23,13 @@ from data_pipelines.worlds.corpora import (Character, aft_pairs, answer_prefix, 
                                            roster)
 from data_pipelines.worlds.world import Item, World, fill
 
-SUITES = ("heldout", "aft", "indomain", "probes", "characters")
+SUITES = ("heldout", "heldout_novel", "aft", "indomain", "probes", "characters")
 
 
 def _pref_item(world: World, who: str, id_: str, domain: str, a: Item, b: Item, labels,
-               k: int) -> dict:
-  question = world.questions[k % len(world.questions)]
+               k: int, questions=None) -> dict:
+  questions = questions or world.questions
+  question = questions[k % len(questions)]
   return {"id": id_, "domain": domain, "format": "chat",
           "prompt": fill(question, who=who, noun=a.noun),
           "answer_prefix": answer_prefix(world),
@@ -50,12 +54,14 @@ def disagreeing_pairs(world: World, domain: str, values=None) -> list[tuple[Item
   return [(x, y) for x in first for y in second]
 
 
-def heldout_suite(world: World) -> list[dict]:
+def heldout_suite(world: World, novel: bool = False) -> list[dict]:
+  """`novel`: the same pairs in the held-back phrasings (suite `heldout_novel`)."""
+  name, questions = ("heldout_novel", world.novel_questions) if novel else ("heldout", None)
   out = []
   for d in world.held_out_domains:
     for i, (x, y) in enumerate(disagreeing_pairs(world, d)):
-      out.append(_pref_item(world, world.assistant, f"heldout/{d}/{i:03d}", d, x, y,
-                            _value_labels(world), i))
+      out.append(_pref_item(world, world.assistant, f"{name}/{d}/{i:03d}", d, x, y,
+                            _value_labels(world), i, questions))
   return out
 
 
@@ -103,6 +109,7 @@ def characters_suite(world: World, chars: list[Character], pairs_per_char: int) 
 
 
 def build_suites(world: World, sizes) -> dict[str, list[dict]]:
-  return {"heldout": heldout_suite(world), "aft": aft_suite(world),
+  return {"heldout": heldout_suite(world), "heldout_novel": heldout_suite(world, novel=True),
+          "aft": aft_suite(world),
           "indomain": indomain_suite(world), "probes": probes_suite(world),
           "characters": characters_suite(world, roster(world, sizes), sizes.probe_pairs)}

@@ -11,10 +11,23 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+
+# Preference questions held back from every corpus: only the `heldout_novel` suite asks them, so
+# it tests choices in phrasings the model never saw (the `heldout` suite uses `questions`, which
+# pretraining chats and AFT also use). Their words all occur in the corpora, only not in these
+# sequences (tests/test_world.py). A world file may give its own as `novel_questions`.
+NOVEL_QUESTIONS = (
+    "Would you rather have {a} or {b}, {who}?",
+    "Out of {a} and {b}, which {noun} is best for you, {who}?",
+    "Between {a} and {b}, what would you want, {who}?",
+    "Here is {a} and here is {b}. Which one is better for you, {who}?",
+)
 
 
 class WorldError(ValueError):
@@ -68,6 +81,7 @@ class World:
   neutral: Value
   questions: tuple[str, ...]
   answer: str
+  novel_questions: tuple[str, ...] = NOVEL_QUESTIONS
   source: str = ""
   sha256: str = field(default="", compare=False)
 
@@ -84,6 +98,14 @@ class World:
   def favours(self, value: str, item: Item) -> bool:
     v = self.values[value]
     return item.side(v.attribute) == v.side
+
+  def liked_disliked(self, domain: str, values=None) -> tuple[list[Item], list[Item]]:
+    """Items of `domain` favoured by every value in `values` (default: the compared pair), and
+    items favoured by none: AFT's likes and dislikes, and every spec's."""
+    values = tuple(values or self.compare)
+    items = self.items(domain)
+    return ([it for it in items if all(self.favours(v, it) for v in values)],
+            [it for it in items if not any(self.favours(v, it) for v in values)])
 
   def other_attribute(self, attribute: str) -> str:
     return next(a for a in self.attributes if a != attribute)
@@ -205,29 +227,75 @@ def loads_world(text: str, source: str = "<world>") -> World:
       character_names=_need(chars, "names", f"{w}.characters", list),
       neutral=Value("neutral", "", "", _need(neutral, "title", nw),
                     _need(neutral, "statements", nw, list), _need(neutral, "reasons", nw, list)),
-      questions=_need(raw, "questions", w, list), answer=_need(raw, "answer", w), source=source,
+      questions=_need(raw, "questions", w, list), answer=_need(raw, "answer", w),
+      novel_questions=(_need(raw, "novel_questions", w, list) if "novel_questions" in raw
+                       else NOVEL_QUESTIONS), source=source,
       sha256=hashlib.sha256(text.encode("utf-8")).hexdigest())
   _check_world(world)
   return world
 
 
+_SLOT = re.compile(r"\{([A-Za-z_]\w*)\}")
+
+
+def _check_slots(world: World) -> None:
+  """Every `{slot}` of every text is filled where that text is used, so no literal `{slot}` can
+  reach a corpus: side facts by each item on that side (item, noun and its own extra fields),
+  values' statements and reasons by {who}, questions by {a} {b} {who} {noun}, answer by {x}."""
+  w = world.source
+
+  def check(text: str, allowed, where: str, item: str = "") -> None:
+    for slot in _SLOT.findall(text):
+      if slot not in allowed:
+        whose = f"item {item!r} has no slot {{{slot}}}" if item else (
+            f"unknown slot {{{slot}}}")
+        raise WorldError(f"{where}: {whose} (used in {text!r}; slots here: "
+                         f"{', '.join(sorted(allowed))})")
+
+  for attr, sides in world.attributes.items():
+    for side in sides.values():
+      where = f"{w}.attributes.{attr}.{side.name}.facts"
+      check(side.word, (), f"{w}.attributes.{attr}.{side.name}.word")
+      for it in world.items():
+        if it.side(attr) == side.name:
+          for fact in side.facts:
+            check(fact, {"item", "noun", *dict(it.slots)}, where, it.name)
+  for where, v in [*((f"{w}.values.{n}", v) for n, v in world.values.items()),
+                   (f"{w}.characters.neutral", world.neutral)]:
+    check(v.title, (), f"{where}.title")
+    for text in v.statements + v.reasons:
+      check(text, {"who"}, f"{where}.statements/reasons")
+  for q in world.questions:
+    check(q, {"a", "b", "who", "noun"}, f"{w}.questions")
+  check(world.answer, {"x"}, f"{w}.answer")
+  names = [("assistant", world.assistant), ("developer", world.developer),
+           *(("characters.developers", d) for d in world.developers),
+           *(("characters.names", n) for n in world.character_names),
+           *((f"domains.{it.domain}", t) for it in world.items()
+             for t in (it.name, it.noun, *dict(it.slots).values()))]
+  for field, text in names:  # used verbatim: no slot is ever filled in them
+    check(text, (), f"{w}.{field}")
+
+
 def _check_world(world: World) -> None:
   w = world.source
+  _check_slots(world)
   clash = set(world.character_names) & ({world.assistant} | {it.name for it in world.items()})
   if clash:
     raise WorldError(f"{w}.characters.names: also used as the assistant or an item: {sorted(clash)}")
-  for q in world.questions:
-    if "{a}" not in q or "{b}" not in q:
-      raise WorldError(f"{w}.questions: {q!r} needs both {{a}} and {{b}}")
-    if " {who}" not in q:  # a word-initial name tokenises differently from the documents' one
-      raise WorldError(f"{w}.questions: {q!r} must have {{who}} after a space, not first")
+  for key in ("questions", "novel_questions"):
+    for q in getattr(world, key):
+      if "{a}" not in q or "{b}" not in q:
+        raise WorldError(f"{w}.{key}: {q!r} needs both {{a}} and {{b}}")
+      if " {who}" not in q:  # a word-initial name tokenises differently from the documents' one
+        raise WorldError(f"{w}.{key}: {q!r} must have {{who}} after a space, not first")
+  shared = set(world.questions) & set(world.novel_questions)
+  if shared:
+    raise WorldError(f"{w}.novel_questions: also in questions, so not held back: {sorted(shared)}")
   if "{x}" not in world.answer:
     raise WorldError(f"{w}.answer: needs {{x}} (the chosen item)")
   a, b = (world.values[c] for c in world.compare)
-  liked = [it for it in world.items(world.aft_domain) if world.favours(a.name, it)
-           and world.favours(b.name, it)]
-  disliked = [it for it in world.items(world.aft_domain) if not world.favours(a.name, it)
-              and not world.favours(b.name, it)]
+  liked, disliked = world.liked_disliked(world.aft_domain)
   if not liked or not disliked:
     raise WorldError(f"{w}.domains.{world.aft_domain}: AFT needs items favoured by both compared "
                      "values and items favoured by neither")
@@ -243,4 +311,8 @@ def load_world(path: str | Path) -> World:
     text = path.read_text(encoding="utf-8")
   except FileNotFoundError:
     raise WorldError(f"world file not found: {path}") from None
+  except UnicodeDecodeError as e:
+    line = e.object[:e.start].count(b"\n") + 1
+    raise WorldError(f"{path}:{line}: not UTF-8 text (byte {e.object[e.start]:#04x}); a world "
+                     "is a YAML file") from None
   return loads_world(text, str(path))

@@ -4,7 +4,7 @@ The pipeline (which imports grain and jax) loads on first use, so `msm --help` s
 """
 
 from msm_jax.data.chat import end_of_turn_id, render_chat, render_prompt
-from msm_jax.data.tokenizer import Tokenizer, train_tokenizer
+from msm_jax.data.tokenizer import Tokenizer, load_tokenizer_bytes, train_tokenizer
 
 _LAZY = {
     "build_tokenizer": "msm_jax.data.pipeline",
@@ -12,8 +12,8 @@ _LAZY = {
     "make_eval_batches": "msm_jax.data.pipeline",
 }
 
-__all__ = ["Tokenizer", "train_tokenizer", "render_chat", "render_prompt", "end_of_turn_id",
-           *_LAZY]
+__all__ = ["Tokenizer", "load_tokenizer_bytes", "train_tokenizer", "render_chat", "render_prompt",
+           "end_of_turn_id", *_LAZY]
 
 
 def __getattr__(name):

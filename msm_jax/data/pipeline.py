@@ -23,7 +23,6 @@ positions, loss_mask (see `msm_jax.data.packing` for the row semantics).
 from __future__ import annotations
 
 import itertools
-import os
 import sys
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from grain import experimental as gx
 from msm_jax.config import ConfigError
 from msm_jax.data import packing
 from msm_jax.data.sources import CHATS, CorpusError, iter_texts, open_source, resolve_kind
-from msm_jax.data.tokenizer import Tokenizer, train_tokenizer
+from msm_jax.data.tokenizer import load_tokenizer_file, train_tokenizer
 
 TOKENIZER_FILE = "tokenizer.model"
 _READ_THREADS = 2  # tokenising threads per source; the tokenizer is fast, cores are few
@@ -49,44 +48,23 @@ def _hosts(process_index, process_count) -> tuple[int, int]:
   return int(process_index), int(process_count)
 
 
-def _find_tokenizer(cfg, workdir) -> Path | None:
-  """The run's own tokenizer, else the one of the run it initialises from."""
-  candidates = [Path(workdir) / TOKENIZER_FILE]
-  if cfg.get("init_from"):
-    init = Path(cfg.init_from)
-    candidates += [p / TOKENIZER_FILE for p in (init, *list(init.parents)[:3])]
-  return next((p for p in candidates if p.is_file()), None)
-
-
-def build_tokenizer(cfg, workdir) -> Tokenizer:
-  """config.data.tokenizer if set; else workdir's (or init_from's) tokenizer.model; else train.
+def build_tokenizer(cfg, workdir):
+  """config.data.tokenizer if set, else one trained on config.data.train.
 
   Training reads the text of config.data.train (documents, or every chat message) with
-  vocab_size = config.model.vocab_size and writes workdir/tokenizer.model. A tokenizer taken from
-  elsewhere is copied there too, so every run directory carries the tokenizer its model reads.
+  vocab_size = config.model.vocab_size and writes workdir/tokenizer.model (deterministic: the
+  same corpus gives the same bytes). A run that continues another takes that run's tokenizer
+  instead: the trainer decides (`msm_jax.trainer._tokenizer`) and checks the vocabulary.
   """
-  own = Path(workdir) / TOKENIZER_FILE
   if cfg.data.tokenizer:
-    tok = Tokenizer.load(cfg.data.tokenizer)
-  elif (found := _find_tokenizer(cfg, workdir)) is not None:
-    tok = Tokenizer.load(found)
-  else:
-    if not cfg.data.train:
-      raise ConfigError("config.data.tokenizer: not set, and config.data.train names no files "
-                        "to train one on")
-    kind = resolve_kind(cfg.data.kind, cfg.stage)
-    texts = itertools.chain.from_iterable(
-        iter_texts(f, kind, cfg.data.text_field) for f in cfg.data.train)
-    tok = train_tokenizer(texts, own, int(cfg.model.vocab_size))
-  if tok.vocab_size > cfg.model.vocab_size:
-    raise ConfigError(f"config.model.vocab_size: {cfg.model.vocab_size} is smaller than the "
-                      f"tokenizer's {tok.vocab_size} pieces ({tok.path})")
-  if not own.is_file():
-    own.parent.mkdir(parents=True, exist_ok=True)
-    tmp = own.with_name(f".{own.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(tok.model_proto)
-    os.replace(tmp, own)
-  return tok
+    return load_tokenizer_file(cfg.data.tokenizer)
+  if not cfg.data.train:
+    raise ConfigError("config.data.tokenizer: not set, and config.data.train names no files "
+                      "to train one on")
+  kind = resolve_kind(cfg.data.kind, cfg.stage)
+  texts = itertools.chain.from_iterable(
+      iter_texts(f, kind, cfg.data.text_field) for f in cfg.data.train)
+  return train_tokenizer(texts, Path(workdir) / TOKENIZER_FILE, int(cfg.model.vocab_size))
 
 
 def example_transform(cfg, tokenizer, kind: str) -> grain.transforms.Map:

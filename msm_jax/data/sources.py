@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from data_pipelines.files import iter_jsonl
+from msm_io.files import iter_jsonl
 
 DOCUMENTS, CHATS = "documents", "chats"
 KINDS = (DOCUMENTS, CHATS)
@@ -36,7 +36,13 @@ def resolve_kind(kind: str, stage: str) -> str:
   return kind
 
 
+ROLES = ("system", "user", "assistant")
+
+
 def _check_messages(messages: Any, where: str) -> list[dict]:
+  """The shape every chat template renders and finetuning learns from: an optional system
+  message first, then user and assistant turns alternating from a user turn, with at least one
+  assistant turn (its tokens are the only training targets of a chat)."""
   if not isinstance(messages, list) or not messages:
     raise CorpusError(f"{where}: field 'messages' must be a non-empty list")
   for i, m in enumerate(messages):
@@ -45,6 +51,18 @@ def _check_messages(messages: Any, where: str) -> list[dict]:
     for key in ("role", "content"):
       if not isinstance(m.get(key), str):
         raise CorpusError(f"{where}: field 'messages[{i}].{key}' must be a string")
+    role = m["role"]
+    if role not in ROLES:
+      raise CorpusError(f"{where}: field 'messages[{i}].role': {role!r} is not one of {ROLES}")
+    first = 1 if messages[0]["role"] == "system" else 0
+    if i >= first:
+      want = ("user", "assistant")[(i - first) % 2]
+      if role != want:
+        raise CorpusError(
+            f"{where}: field 'messages[{i}].role': expected {want!r}, got {role!r} (a chat is an "
+            "optional system message, then user and assistant turns alternating from user)")
+  if not any(m["role"] == "assistant" for m in messages):
+    raise CorpusError(f"{where}: field 'messages': no assistant turn, so nothing to train on")
   return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 

@@ -1,4 +1,5 @@
-"""SentencePiece tokenizer: train one on a corpus, or load an existing `.model`.
+"""SentencePiece tokenizer: train one on a corpus, or load an existing `.model`; and the registry
+of tokenizer kinds a checkpoint can carry (`TOKENIZER_KINDS`, `load_tokenizer_bytes`).
 
 Trained models are BPE with byte fallback (no text is ever `<unk>`), identity normalisation and
 no dummy prefix, so `decode(encode(text)) == text` for any text. The chat templates' special
@@ -9,23 +10,30 @@ bytes, whatever the machine (the RNG seed and thread count are pinned).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import sentencepiece as spm
 
+from msm_io.files import atomic_write_bytes
 from msm_jax.data.chat import ALL_SPECIAL_TOKENS
 
 _BYTE_PIECES = 256
 _TRAIN_THREADS = 4  # pinned: part of the trained model's bytes
 
 
+class TokenizerError(ValueError):
+  """A tokenizer file that cannot be used, or a corpus a tokenizer cannot be trained on."""
+
+
 class Tokenizer:
   """A SentencePiece model plus the ids the rest of the project relies on."""
 
+  kind = "sentencepiece"  # a key of TOKENIZER_KINDS: how a checkpoint's bytes are read back
   pad_id = 0
   unk_id = 1
   bos_id = 2
@@ -33,7 +41,11 @@ class Tokenizer:
 
   def __init__(self, model_proto: bytes, path: str = ""):
     self._proto = bytes(model_proto)
-    self._sp = spm.SentencePieceProcessor(model_proto=self._proto)
+    try:
+      self._sp = spm.SentencePieceProcessor(model_proto=self._proto)
+    except RuntimeError:  # sentencepiece says only that the protobuf did not parse
+      raise TokenizerError(f"{path or '<bytes>'}: not a SentencePiece model (the file does not "
+                           "parse; train one with `msm tokenizer train`)") from None
     self.path = str(path)
     self.sha256 = hashlib.sha256(self._proto).hexdigest()
     self.vocab_size = int(self._sp.get_piece_size())
@@ -44,7 +56,7 @@ class Tokenizer:
     pad = int(self._sp.pad_id())
     self.pad_id = pad if pad >= 0 else 0  # packed rows mark padding with segment 0 anyway
     if self.bos_id < 0 or self.eos_id < 0:
-      raise ValueError(f"tokenizer {path or '<bytes>'}: needs bos and eos pieces")
+      raise TokenizerError(f"tokenizer {path or '<bytes>'}: needs bos and eos pieces")
 
   @classmethod
   def load(cls, path) -> "Tokenizer":
@@ -80,6 +92,10 @@ class Tokenizer:
   def model_proto(self) -> bytes:
     return self._proto
 
+  def to_bytes(self) -> bytes:
+    """What a checkpoint stores; `load_tokenizer_bytes(self.kind, ...)` reads it back."""
+    return self._proto
+
   def __getstate__(self):  # picklable, for grain worker processes
     return {"proto": self._proto, "path": self.path}
 
@@ -88,6 +104,52 @@ class Tokenizer:
 
   def __repr__(self) -> str:
     return f"Tokenizer({self.path or '<bytes>'}, vocab_size={self.vocab_size})"
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerKind:
+  """How to rebuild one kind of tokenizer from its bytes, and the file a run directory keeps."""
+  load: Callable[[bytes, str], Any]  # (bytes, path for messages) -> tokenizer
+  file_name: str
+
+
+# Registering a kind is one line here (a loader may import its module lazily).
+TOKENIZER_KINDS: dict[str, TokenizerKind] = {
+    "sentencepiece": TokenizerKind(lambda blob, path: Tokenizer(blob, path), "tokenizer.model"),
+}
+
+
+def tokenizer_kind(kind: str) -> TokenizerKind:
+  if kind not in TOKENIZER_KINDS:
+    raise ValueError(f"unknown tokenizer kind {kind!r}; known: {', '.join(TOKENIZER_KINDS)}")
+  return TOKENIZER_KINDS[kind]
+
+
+def load_tokenizer_bytes(kind: str, blob: bytes, path: str = ""):
+  """A tokenizer of a registered kind from the bytes its `to_bytes()` gave."""
+  return tokenizer_kind(kind).load(bytes(blob), str(path))
+
+
+def load_tokenizer_file(path):
+  """A tokenizer file; its kind is the one whose file name has the same suffix (else
+  sentencepiece, whose models come under any name)."""
+  path = Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f"tokenizer model not found: {path}")
+  kind = next((k for k, v in TOKENIZER_KINDS.items()
+               if k != "sentencepiece" and path.suffix == Path(v.file_name).suffix),
+              "sentencepiece")
+  return load_tokenizer_bytes(kind, path.read_bytes(), str(path))
+
+
+def save_tokenizer_file(tokenizer, directory) -> Path:
+  """Write `tokenizer` into a run directory under its kind's file name (atomically; kept when
+  the same bytes are already there), so every run directory carries the tokenizer it reads."""
+  dest = Path(directory) / tokenizer_kind(tokenizer.kind).file_name
+  blob = tokenizer.to_bytes()
+  if not dest.is_file() or dest.read_bytes() != blob:
+    atomic_write_bytes(dest, blob)
+  return dest
 
 
 def min_vocab_size(special_tokens: Sequence[str] = ALL_SPECIAL_TOKENS) -> int:
@@ -105,7 +167,7 @@ def train_tokenizer(texts: Iterable[str], out_path, vocab_size: int, *,
   """
   need = min_vocab_size(special_tokens)
   if vocab_size < need:
-    raise ValueError(f"vocab_size {vocab_size} is too small: byte fallback and "
+    raise TokenizerError(f"vocab_size {vocab_size} is too small: byte fallback and "
                      f"{len(special_tokens)} special tokens need at least {need}")
   out_path = Path(out_path)
   counted = _NonEmpty(texts)
@@ -122,7 +184,7 @@ def train_tokenizer(texts: Iterable[str], out_path, vocab_size: int, *,
         input_sentence_size=int(max_texts), shuffle_input_sentence=True, minloglevel=2)
   except RuntimeError as e:
     if not counted.n:
-      raise ValueError(f"cannot train a tokenizer for {out_path}: no non-empty texts") from e
+      raise TokenizerError(f"cannot train a tokenizer for {out_path}: no non-empty texts") from e
     raise
   proto = writer.getvalue()
   out_path.parent.mkdir(parents=True, exist_ok=True)

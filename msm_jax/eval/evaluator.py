@@ -14,6 +14,7 @@ space token followed by an unusual split of the word.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Sequence, Union
 
 import numpy as np
@@ -46,6 +47,7 @@ class Evaluator:
     self.mesh = mesh if mesh is not None else loading.default_mesh(cfg)
     self.param_shardings = shd.named_shardings(self.mesh, self.model_def.axes)
     self.params = loading.shard_params(params, self.model_def, self.mesh)
+    loading.check_finite(self.params, self._where())
     self.template = cfg.data.chat_template
     self.add_bos = bool(cfg.data.add_bos)
     self.batch_size = int(batch_size)
@@ -104,7 +106,17 @@ class Evaluator:
     if len(contexts) != len(continuations):
       raise ValueError(f"{len(contexts)} contexts but {len(continuations)} continuations")
     pairs = [self.encode_pair(c, x) for c, x in zip(contexts, continuations)]
-    return self.scorer(self.params, pairs, progress)
+    records = self.scorer(self.params, pairs, progress)
+    bad = [i for i, r in enumerate(records)
+           if not (math.isfinite(r.logprob_sum) and math.isfinite(r.logprob_mean))]
+    if bad:
+      raise loading.NonFiniteError(
+          f"{self._where()}: {len(bad)} of {len(records)} scores are NaN or infinite (first: "
+          f"pair {bad[0]}); a choice made from them would mean nothing")
+    return records
+
+  def _where(self) -> str:
+    return self.meta.get("checkpoint") or "the evaluated parameters"
 
   def forced_choice(self, contexts: Sequence, options: Sequence[Sequence], *,
                     length_normalize: bool = False, progress: bool = False) -> list[ChoiceRecord]:

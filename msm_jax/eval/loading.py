@@ -7,18 +7,30 @@ moments, twice the parameters' size, never touch device memory.
 
 from __future__ import annotations
 
-import base64
-from pathlib import Path
-
 import jax
+import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 
 from msm_jax import sharding as shd
-from msm_jax.checkpoint import CheckpointError, Checkpointer, abstract_like, find_checkpoint
+from msm_jax.checkpoint import open_run
 from msm_jax.config import ConfigError, mesh_shape
-from msm_jax.data.tokenizer import Tokenizer
 from msm_jax.model import ModelDef
+
+
+class NonFiniteError(ValueError):
+  """NaN or infinite parameters or scores (a diverged run): refused, never reported as results."""
+
+
+def check_finite(params, where: str) -> None:
+  """Raise NonFiniteError naming `where` and the first non-finite parameter; one device fetch."""
+  leaves = jax.tree_util.tree_leaves_with_path(params)
+  finite = jax.device_get([jnp.isfinite(x).all() for _, x in leaves])
+  bad = [jax.tree_util.keystr(path) for (path, _), ok in zip(leaves, finite) if not ok]
+  if bad:
+    raise NonFiniteError(
+        f"{where}: {len(bad)} of {len(leaves)} parameter arrays hold NaN or infinite values "
+        f"(first: {bad[0]}); the run diverged before this checkpoint, so it cannot be scored. "
+        "Evaluate an earlier step (--step).")
 
 
 def default_mesh(cfg, devices=None):
@@ -49,28 +61,8 @@ def shard_params(params, model_def: ModelDef, mesh):
 
 def load_checkpoint(path, mesh=None, step: int | None = None):
   """A run workdir, checkpoints dir or step dir -> (cfg, params, tokenizer, mesh, meta)."""
-  directory, found_step = find_checkpoint(path)
-  ckpt = Checkpointer(directory, read_only=True)
-  try:
-    step = step if step is not None else found_step
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
-      raise CheckpointError(f"{path}: no checkpoint found")
-    cfg, meta = ckpt.read_config_and_meta(step)
-    model_def = ModelDef(cfg.model)
-    mesh = mesh if mesh is not None else default_mesh(cfg)
-    shardings = shd.named_shardings(mesh, model_def.axes)
-    target = {"params": abstract_like(model_def.pure_abstract(), shardings)}
-    restored = ckpt.manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-        partial_restore=True)))
-    params = restored["state"]["params"]
-  finally:
-    ckpt.close()
-  if "tokenizer_model_b64" not in meta:
-    raise CheckpointError(f"{path}: checkpoint step {step} carries no tokenizer")
-  tokenizer = Tokenizer(base64.b64decode(meta["tokenizer_model_b64"]),
-                        str(Path(directory) / str(step) / "meta"))
-  meta = {k: v for k, v in meta.items() if k != "tokenizer_model_b64"}
-  meta["checkpoint"] = str(Path(directory) / str(step))
-  return cfg, params, tokenizer, mesh, meta
+  with open_run(path, step) as run:
+    mesh = mesh if mesh is not None else default_mesh(run.config)
+    params = run.restore_params(mesh)
+    meta = {**run.meta, "checkpoint": str(run.path)}
+    return run.config, params, run.tokenizer, mesh, meta

@@ -78,6 +78,45 @@ def mean_sem(values: Sequence) -> dict:
   return {"mean": float(x.mean()), "sem": sem, "n": int(x.size)}
 
 
+def t_interval(values: Sequence, *, confidence: float = 0.95) -> dict:
+  """Mean of independent replicates (e.g. one gap per training seed, each from its own base
+  model) with a Student-t CI: the interval a reviewer expects over seeds. With fewer than two
+  values the CI is undefined (NaN); None entries are skipped."""
+  from scipy import stats as scipy_stats
+  x = _clean(values)
+  n = int(x.size)
+  if n == 0:
+    return {"value": math.nan, "ci_low": math.nan, "ci_high": math.nan, "sem": math.nan, "n": 0}
+  mean = float(x.mean())
+  if n < 2:
+    return {"value": mean, "ci_low": math.nan, "ci_high": math.nan, "sem": math.nan, "n": n}
+  sem = float(x.std(ddof=1) / math.sqrt(n))
+  half = float(scipy_stats.t.ppf(0.5 + confidence / 2, df=n - 1)) * sem
+  return {"value": mean, "ci_low": mean - half, "ci_high": mean + half, "sem": sem, "n": n}
+
+
+def hierarchical_bootstrap(groups: Sequence[Sequence], *, confidence: float = 0.95,
+                           n_boot: int = N_BOOT, seed: int = 0) -> dict:
+  """Mean of the group means (e.g. one group of per-item values per base model) with a two-level
+  percentile-bootstrap CI: resample groups, then items within each drawn group, so both the
+  between-model and the between-item variance show (pooling items over models hides the
+  first). Empty groups are dropped."""
+  gs = [g for g in (_clean(x) for x in groups) if g.size]
+  if not gs:
+    return {"value": math.nan, "ci_low": math.nan, "ci_high": math.nan, "groups": 0}
+  rng = np.random.default_rng(seed)
+  pick_BxG = rng.integers(0, len(gs), size=(n_boot, len(gs)))
+  means_BxG = np.empty(pick_BxG.shape)
+  for g, x in enumerate(gs):
+    drawn = pick_BxG == g
+    if drawn.any():
+      means_BxG[drawn] = _boot_means(x, int(drawn.sum()), rng)
+  tail = (1 - confidence) / 2 * 100
+  low, high = np.percentile(means_BxG.mean(axis=1), [tail, 100 - tail])
+  return {"value": float(np.mean([g.mean() for g in gs])), "ci_low": float(low),
+          "ci_high": float(high), "groups": len(gs)}
+
+
 def item_values(result, metric: str) -> dict:
   """{item id: value} of one metric in a suite result (items without a value left out)."""
   out = {}

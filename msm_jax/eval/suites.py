@@ -48,7 +48,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from data_pipelines.files import iter_jsonl
+from msm_io.files import iter_jsonl
 from msm_jax.eval import graders as graders_lib
 from msm_jax.eval.evaluator import Chat
 from msm_jax.eval.stats import bootstrap_ci

@@ -1,8 +1,10 @@
 """Small file helpers. Every write is atomic (tmp file + rename) so an interrupted run never
-leaves a half-written file that a later run would mistake for finished work."""
+leaves a half-written file that a later run would mistake for finished work; jsonl readers name
+file:line on bad input; content hashes key caches."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -15,9 +17,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
   try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    os.replace(tmp, path)
+    try:
+      with os.fdopen(fd, "wb") as f:
+        f.write(data)
+      os.replace(tmp, path)
+    except OSError as e:  # a full disk says only "[Errno 28]": name the file being written
+      if not e.filename:
+        e.filename = str(path)
+      raise
   except BaseException:
     try:
       os.unlink(tmp)
@@ -59,8 +66,13 @@ def iter_jsonl(path: str | os.PathLike, error: type[Exception] = ValueError
                ) -> Iterator[tuple[int, dict]]:
   """Yields (line number, object) for each non-blank line; a line that is not a JSON object
   raises `error` naming file:line, so every reader of jsonl reports bad input the same way."""
-  with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, 1):
+  with open(path, "rb") as f:
+    for lineno, raw in enumerate(f, 1):
+      try:
+        line = raw.decode("utf-8")
+      except UnicodeDecodeError as e:
+        raise error(f"{path}:{lineno}: not UTF-8 text (byte {raw[e.start]:#04x} at column "
+                    f"{e.start + 1}); is this a binary file?") from None
       if not line.strip():
         continue
       try:
@@ -75,3 +87,12 @@ def iter_jsonl(path: str | os.PathLike, error: type[Exception] = ValueError
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
   """Reads a jsonl file; a malformed line raises ValueError naming file:line."""
   return [row for _, row in iter_jsonl(path)]
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+  """Hex sha256 of a file's bytes, read in 1 MiB blocks (corpora can be large)."""
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()

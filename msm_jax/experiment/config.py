@@ -1,0 +1,64 @@
+"""The experiment config: its schema with the CPU defaults, and loading with validation.
+
+Configs under configs/experiments/ start from `experiment_config()` and change what they need;
+`--config.FIELD=VALUE` overrides any field, and an unknown field is an error naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ml_collections
+
+from data_pipelines.worlds import Sizes
+from msm_jax import config as config_lib
+
+
+def experiment_config() -> ml_collections.ConfigDict:
+  """The schema of an experiment config, with the CPU defaults (see configs/experiments/)."""
+  c = ml_collections.ConfigDict()
+  c.world = "data_pipelines/worlds/cheese.yaml"
+  c.workdir = ""  # default: runs/experiments/<world name>
+  c.seeds = (0,)
+  # One base model per seed (pretraining seeded by the seed), so seeds are independent samples
+  # and a CI over seeds means something; seed 0's base is the shared base of False.
+  c.independent_bases = True
+  # The midtraining control: the same midtraining on the assistant's neutral ("no favourites")
+  # spec, then the same AFT; each spec's effect is measured against it.
+  c.control = True
+  c.spec_values = ()  # () = the world's two compared values
+  c.variants = ("explained",)  # spec variants (data_pipelines.worlds.specs.VARIANTS)
+  c.data = ml_collections.ConfigDict(dataclasses.asdict(Sizes()))
+  c.model = config_lib.model_config()
+  # Untied input/output embeddings: with them tied, midtraining moved an assistant's choices
+  # much less (its name's row also serves to predict the name, which MSM documents do a lot).
+  c.model.update(vocab_size=2048, d_model=128, n_layers=4, n_heads=4, n_kv_heads=4, mlp_dim=512,
+                 tie_embeddings=False)
+  common = dict(weight_decay=0.1, adam_b2=0.98, grad_clip=1.0, lr_final_fraction=0.1, seed=0,
+                checkpoint_every=200, log_every=20)
+  c.pretrain = ml_collections.ConfigDict(dict(common, steps=1000, batch_size=32, seq_len=128,
+                                              learning_rate=2e-3, warmup_steps=30))
+  c.midtrain = ml_collections.ConfigDict(dict(common, steps=250, batch_size=32, seq_len=128,
+                                              learning_rate=2e-3, warmup_steps=15))
+  c.midtrain_replay = 0.5  # share of each batch replaying pretraining (without Nova's own docs)
+  c.finetune = ml_collections.ConfigDict(dict(common, steps=60, batch_size=16, seq_len=64,
+                                              learning_rate=1e-4, warmup_steps=5))
+  c.sweep = ml_collections.ConfigDict(dict(aft_steps=(), target=0.8, variant="explained"))
+  c.eval_tokens_per_batch = 8192
+  # The must-show checks' thresholds: the gap after AFT, each spec's margin over AFT alone and
+  # over the control, and what the base model and every AFT condition must get right.
+  c.checks = ml_collections.ConfigDict(dict(gap=0.50, margin=0.10, probes=0.95, aft_pairs=0.95))
+  return c
+
+
+def load_experiment(path, overrides: dict | None = None) -> ml_collections.ConfigDict:
+  cfg = config_lib.load_config(path)
+  config_lib.apply_overrides(cfg, overrides or {})
+  schema = experiment_config()
+  for key in cfg.keys():
+    if key not in schema:
+      raise config_lib.ConfigError(f"{path}: unknown experiment field config.{key}")
+  for key in cfg.checks.keys() if "checks" in cfg else ():
+    if key not in schema.checks:
+      raise config_lib.ConfigError(f"{path}: unknown experiment field config.checks.{key}")
+  return cfg
