@@ -216,6 +216,7 @@ def test_load_loses_nothing_and_memory_is_flat(served):
   assert first == second and len(second) == 200
   expected = {p: g.text for p, g in zip(prompts[:42], served["ev"].generate(prompts[:42], 6))}
   assert all(first[i] == expected[prompts[i]] for i in range(200))
+  print(f"server process RSS after round 1: {mem1:.0f} MB, after round 2: {mem2:.0f} MB")
   assert mem2 - mem1 < 64, (mem1, mem2)  # MB: flat across rounds, allowing allocator noise
 
 
