@@ -106,6 +106,21 @@ def test_seeded_samples_do_not_depend_on_the_batch(served):
   assert texts[0] == ref[0].text and len(set(texts)) > 1
 
 
+def test_stop_strings_cut_like_generate(served):
+  client, ev = served["client"], served["ev"]
+  msg = [{"role": "user", "content": QUESTIONS[2]}]
+  base = chat(client, QUESTIONS[2]).choices[0].message.content
+  stop = base[4:6]
+  assert len(base) > 6 and stop.strip()
+  r = chat(client, QUESTIONS[2], stop=[stop, "never seen"])
+  ref = ev.generate([msg], 12, stop=[stop, "never seen"])[0]
+  assert r.choices[0].message.content == ref.text == base[:base.find(stop)]
+  assert r.choices[0].finish_reason == "stop" and ref.finish_reason == "stop_string"
+  parts = client.chat.completions.create(model="run", messages=msg, stream=True, max_tokens=12,
+                                         temperature=0, stop=stop)
+  assert "".join(c.choices[0].delta.content or "" for c in parts) == ref.text
+
+
 def test_completion_echo_logprobs_equal_score(served):
   client, ev = served["client"], served["ev"]
   ctx, cont = "The night train leaves", " the station at dawn"
