@@ -237,7 +237,7 @@ def test_load_loses_nothing_and_memory_is_flat(served):
 
 def test_inspect_eval_of_the_value_task_writes_its_log(served, tmp_path, monkeypatch):
   inspect_ai = pytest.importorskip("inspect_ai", reason="inspect-ai is in the test extra")
-  from msm_jax.serve.inspect_task import value_questions
+  from evals.inspect_values import value_questions
   monkeypatch.setenv("MSM_BASE_URL", served["url"])
   monkeypatch.setenv("MSM_API_KEY", "unused")
   logs = inspect_ai.eval(value_questions(world="cheese"), model="openai-api/msm/run", limit=4,

@@ -1,5 +1,8 @@
 """An inspect-ai task: a world's held-out value questions, asked of a model over its API.
 
+It lives outside the packages because it joins both sides of the layering: the world's suites
+(data_pipelines) and msm-jax's answer parsing (msm_jax.eval).
+
 Each preference item of a world's `heldout` suite (data_pipelines/worlds/suites.py) becomes two
 samples, one per presentation order. The model answers freely (no answer prefix: a chat API
 cannot open the assistant's reply); the scorer takes the option named first in the answer
@@ -7,7 +10,7 @@ cannot open the assistant's reply); the scorer takes the option named first in t
 `value` (default: the first value the world compares). Unparsed answers score 0 and are counted
 in the `parsed` metadata, so `accuracy` is msm-jax's `generation/<value>` times the parse rate.
 
-  inspect eval msm_jax/serve/inspect_task.py --model openai-api/msm/RUN_NAME \
+  inspect eval evals/inspect_values.py --model openai-api/msm/RUN_NAME \
       -T world=cheese --limit 100     # with MSM_BASE_URL=http://127.0.0.1:8000/v1 MSM_API_KEY=x
 """
 
@@ -22,7 +25,7 @@ from inspect_ai.solver import TaskState, generate
 
 from msm_jax.eval.suites import SuiteError, load_suite, parse_choice
 
-WORLDS = Path(__file__).resolve().parents[2] / "data_pipelines" / "worlds"
+WORLDS = Path(__file__).resolve().parents[1] / "data_pipelines" / "worlds"
 
 
 def heldout_items(world: str = "cheese", suite: str = "") -> list[dict]:
