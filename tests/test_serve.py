@@ -1,8 +1,9 @@
 """`msm serve` through the real `openai` client against uvicorn on 127.0.0.1: batched greedy
 chats equal each request alone and `Evaluator.generate`; echo + logprobs equal
 `Evaluator.score`; seeded samples do not depend on their batch; 4xx bodies name the field; a
-killed stream frees its row; a load test loses nothing and memory stays flat; inspect-ai and the
-document generator run against the served model."""
+killed stream frees its row; rows resumed mid-wave keep their tokens; a load test loses nothing
+and memory stays flat; inspect-ai and the document and AFT generators run against the served
+model; `msm serve` itself serves a run."""
 
 import concurrent.futures as cf
 import json
