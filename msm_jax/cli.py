@@ -23,6 +23,7 @@ SUBCOMMANDS = (
     ("msm_jax.plan", "add_plan_parser"),
     ("msm_jax.interop.hf_import", "add_import_parser"),
     ("msm_jax.interop.hf_export", "add_export_parser"),
+    ("msm_jax.serve.cli", "add_serve_parser"),
 )
 
 
