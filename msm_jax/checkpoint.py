@@ -49,7 +49,7 @@ class Checkpointer:
     self.directory = Path(directory).absolute()
     if not read_only and any(c in str(self.directory) for c in "[]"):
       # tensorstore reads such paths as patterns: the save succeeds, every restore fails
-      raise ValueError(f"checkpoint directory {self.directory}: '[' or ']' in the path cannot "
+      raise CheckpointError(f"checkpoint directory {self.directory}: '[' or ']' in the path cannot "
                        "be restored by orbax/tensorstore; choose a workdir without brackets")
     options = ocp.CheckpointManagerOptions(
         max_to_keep=None if read_only else keep, save_interval_steps=0 if read_only else 1,
@@ -94,8 +94,11 @@ class Checkpointer:
     self.manager.wait_until_finished()
 
   def close(self):
-    self.manager.wait_until_finished()
-    self.manager.close()
+    """Wait for an in-flight save, then release the manager (also on the way out of an error)."""
+    try:
+      self.manager.wait_until_finished()
+    finally:
+      self.manager.close()
 
 
 def find_checkpoint(path) -> tuple[Path, int | None]:
