@@ -9,9 +9,11 @@ cannot be locked are not locked.)
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
+import signal
 import socket
 import sys
 import time
@@ -74,3 +76,25 @@ class WorkdirLock:
       finally:
         os.close(self.fd)  # releases the flock
         self.fd = None
+
+
+@contextlib.contextmanager
+def deferred_interrupt():
+  """Ctrl-C inside (a checkpoint save being started) is held until the block ends, then raised:
+  the save is never cut in half, and the way out waits for its async part to finish."""
+  caught = []
+
+  def hold(signum, frame):
+    caught.append(signum)
+
+  try:
+    previous = signal.signal(signal.SIGINT, hold)
+  except ValueError:  # not the main thread: signals are not ours to handle
+    yield
+    return
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
+  if caught:
+    raise KeyboardInterrupt

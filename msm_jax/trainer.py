@@ -20,7 +20,7 @@ from msm_jax import sharding as shd
 from msm_jax.checkpoint import Checkpointer, Run, abstract_like, open_run
 from msm_jax.divergence import NonFiniteGuard
 from msm_jax.resume import restore_newest
-from msm_jax.run_guard import WorkdirLock
+from msm_jax.run_guard import WorkdirLock, deferred_interrupt
 from msm_jax.data.pipeline import build_tokenizer, make_eval_batches, make_train_iterator
 from msm_jax.data.tokenizer import save_tokenizer_file
 from msm_jax.flops import measure_matmul_peak, train_flops_per_token
@@ -209,8 +209,9 @@ def _train(cfg, workdir: Path, devices, primary: bool, ckpt: Checkpointer) -> Tr
       if step % cfg.checkpoint_every == 0 or step == cfg.steps or preempted:
         fetch(pending)  # this step's finite flag (a non-finite state is never saved), tokens_seen
         pending = None
-        ckpt.save(step, state, cfg, stage=cfg.stage, tokenizer=tokenizer, data_iter=data_iter,
-                  extra={"tokens_seen": tokens_seen})
+        with deferred_interrupt():  # Ctrl-C never cuts a save in half
+          ckpt.save(step, state, cfg, stage=cfg.stage, tokenizer=tokenizer, data_iter=data_iter,
+                    extra={"tokens_seen": tokens_seen})
       if preempted:
         break
     if pending is not None:
