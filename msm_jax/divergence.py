@@ -31,7 +31,8 @@ class NonFiniteGuard:
     not go on. `kept` says which checkpoint is left (for the message)."""
     if finite or (self.mode == "skip" and self.skipped <= self.limit):
       return
-    what = (f"loss {record.get('loss')}, grad_norm {record.get('grad_norm')}")
+    what = ", ".join(f"{k} {record[k]:.4g}" for k in ("loss", "grad_norm")
+                     if isinstance(record.get(k), float))
     if self.mode == "skip":
       why = (f"{self.skipped} non-finite steps, more than config.max_skipped_steps="
              f"{self.limit}")
