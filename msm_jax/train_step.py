@@ -75,8 +75,13 @@ def loss_sums(model_def: ModelDef, params, batch, weights_fn, z_loss=0.0):
 
 
 def train_step(state: TrainState, batch, *, model_def, tx, schedule, weights_fn, microbatches=1,
-               z_loss=0.0):
-  """One optimizer update; gradients accumulate over `microbatches` with a scan."""
+               z_loss=0.0, skip_nonfinite=False):
+  """One optimizer update; gradients accumulate over `microbatches` with a scan.
+
+  `metrics["finite"]` is 1.0 when the loss, the gradients and the updated parameters are all
+  finite (the flag of the state returned, so the host can refuse to checkpoint a bad one). With
+  `skip_nonfinite`, a non-finite update is dropped: parameters and optimizer state come back
+  unchanged (the step counter still advances past the batch)."""
   def grad_fn(params, mb):
     def f(p):
       sums = loss_sums(model_def, p, mb, weights_fn, z_loss)
@@ -102,7 +107,14 @@ def train_step(state: TrainState, batch, *, model_def, tx, schedule, weights_fn,
   metrics = {"loss": sums["loss_sum"] / denom, "accuracy": sums["correct_sum"] / denom,
              "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step),
              "loss_tokens": sums["weight_sum"], "tokens": sums["tokens"]}
-  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+  finite = jnp.all(jnp.stack([jnp.isfinite(metrics["loss"]), jnp.isfinite(metrics["grad_norm"]),
+                              *(jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params))]))
+  if skip_nonfinite:
+    kept = state.replace(step=state.step + 1)
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, kept)
+  metrics["finite"] = finite.astype(jnp.float32)
+  return new_state, metrics
 
 
 def eval_step(params, batch, *, model_def, weights_fn):
@@ -125,7 +137,8 @@ class StepFunctions:
     batch_sh, repl = shd.batch_sharding(mesh), shd.replicated(mesh)
     step = functools.partial(train_step, model_def=model_def, tx=self.tx, schedule=self.schedule,
                              weights_fn=self.weights_fn, microbatches=int(cfg.microbatches),
-                             z_loss=float(cfg.z_loss))
+                             z_loss=float(cfg.z_loss),
+                             skip_nonfinite=cfg.get("nonfinite", "stop") == "skip")
     self._train = jax.jit(step, in_shardings=(self.state_shardings, batch_sh),
                           out_shardings=(self.state_shardings, repl), donate_argnums=(0,))
     self._eval = jax.jit(functools.partial(eval_step, model_def=model_def, weights_fn=self.weights_fn),
