@@ -21,7 +21,10 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import contextlib
+import errno
 import json
+import re
 from pathlib import Path
 
 import grain
@@ -43,6 +46,18 @@ class CheckpointError(RuntimeError):
   pass
 
 
+# tensorstore reports a full disk as a ValueError whose text carries the OS error code.
+_DISK_FULL = re.compile(r"No space left on device|Disk quota exceeded|os_error_code='(28|122)'")
+
+
+def _disk_full(e: BaseException) -> bool:
+  while e is not None:
+    if (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)) or _DISK_FULL.search(str(e)):
+      return True
+    e = e.__cause__ or e.__context__
+  return False
+
+
 def abstract_like(tree, shardings):
   """ShapeDtypeStructs carrying the target shardings: what orbax restores into."""
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
@@ -55,7 +70,7 @@ class Checkpointer:
     self.directory = Path(directory).absolute()
     if not read_only and any(c in str(self.directory) for c in "[]"):
       # tensorstore reads such paths as patterns: the save succeeds, every restore fails
-      raise ValueError(f"checkpoint directory {self.directory}: '[' or ']' in the path cannot "
+      raise CheckpointError(f"checkpoint directory {self.directory}: '[' or ']' in the path cannot "
                        "be restored by orbax/tensorstore; choose a workdir without brackets")
     options = ocp.CheckpointManagerOptions(
         max_to_keep=None if read_only else keep, save_interval_steps=0 if read_only else 1,
@@ -87,7 +102,29 @@ class Checkpointer:
              "meta": ocp.args.JsonSave(meta)}
     if data_iter is not None:
       items["data"] = grain.checkpoint.CheckpointSave(data_iter)
-    self.manager.save(int(step), args=ocp.args.Composite(**items), force=True)
+    with self._disk_errors(step):
+      self.manager.save(int(step), args=ocp.args.Composite(**items), force=True)
+    self._saving = int(step)
+
+  @contextlib.contextmanager
+  def _disk_errors(self, step=None):
+    """A full disk during a save (this one, or an async one still in flight) -> one
+    CheckpointError naming the directory, the step lost and the steps kept."""
+    try:
+      yield
+    except Exception as e:
+      if not _disk_full(e):
+        raise
+      self._failed = True
+      lost = re.search(r"(\d+)\.orbax-checkpoint-tmp", str(e))
+      lost = lost.group(1) if lost else (getattr(self, "_saving", None) or step)
+      self.manager.reload()
+      kept = [s for s in self.manager.all_steps() if s != int(lost or -1)]
+      raise CheckpointError(
+          f"{self.directory}: no space left on the device while saving checkpoint {lost}; "
+          f"that save is incomplete (its temporary directory is removed on the next start), "
+          f"the complete checkpoints ({', '.join(map(str, kept)) or 'none'}) are kept; free "
+          "space and rerun the same command to resume from the newest") from e
 
   def open_run(self, step: int | None = None) -> "Run":
     """The run at `step` (default: the latest) read through this manager (left open)."""
@@ -100,8 +137,16 @@ class Checkpointer:
     self.manager.wait_until_finished()
 
   def close(self):
-    self.manager.wait_until_finished()
-    self.manager.close()
+    """Wait for an in-flight save, then release the manager (also on the way out of an error)."""
+    reported = getattr(self, "_failed", False)  # raised by a save already: not again
+    try:
+      with self._disk_errors():
+        self.manager.wait_until_finished()
+    except CheckpointError:
+      if not reported:
+        raise
+    finally:
+      self.manager.close()
 
 
 def find_checkpoint(path) -> tuple[Path, int | None]:

@@ -23,6 +23,7 @@ SUBCOMMANDS = (
     ("msm_jax.plan", "add_plan_parser"),
     ("msm_jax.interop.hf_import", "add_import_parser"),
     ("msm_jax.interop.hf_export", "add_export_parser"),
+    ("msm_jax.serve.cli", "add_serve_parser"),
 )
 
 
@@ -96,6 +97,9 @@ def entry() -> int:
   return main()
 
 
+EXIT_INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
+
+
 def main(argv: list[str] | None = None) -> int:
   """Run one subcommand. A user error (see msm_jax/errors.py) prints one `msm: error:` line and
   returns 2; other exceptions propagate with their traceback."""
@@ -109,6 +113,13 @@ def main(argv: list[str] | None = None) -> int:
       parser.print_help()
       return 2
     return int(args.func(args) or 0)
+  except KeyboardInterrupt:  # Ctrl-C: saves in flight have been waited for on the way here
+    if errors.show_traceback("--traceback" in argv):
+      raise
+    errors.finish_threads()
+    print("msm: interrupted; checkpoints already saved are kept (rerun to resume)",
+          file=sys.stderr)
+    return EXIT_INTERRUPTED
   except Exception as e:
     message = errors.describe(e)
     if message is None or errors.show_traceback("--traceback" in argv):

@@ -23,10 +23,13 @@ from msm_jax.model_config import ModelConfig
 STAGES = ("pretrain", "midtrain", "finetune")
 # Top-level keys that choose how a run executes and reports, not what it computes (the model's
 # own execution keys are `model_config.EXECUTION_KEYS`): experiment stage keys ignore them.
+# `nonfinite`/`max_skipped_steps` are here too: they decide what a diverging run does, and a
+# run that finishes without a non-finite step computes the same under any setting.
 # The projections LoRA can adapt (PEFT's q_proj k_proj v_proj o_proj gate_proj up_proj down_proj).
 LORA_TARGETS = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
 EXECUTION_KEYS = ("progress_bar", "log_every", "checkpoint_every", "keep_checkpoints",
-                  "async_checkpoints", "peak_flops", "eval_every", "eval_batches")
+                  "async_checkpoints", "peak_flops", "eval_every", "eval_batches",
+                  "nonfinite", "max_skipped_steps")
 
 
 class ConfigError(ValueError):
@@ -87,6 +90,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.adam_eps = 1e-8
   c.z_loss = 0.0
   c.microbatches = 1  # gradient accumulation: batch_size is split into this many
+  # A non-finite loss, gradient or parameter: "stop" the run at once (the last finite checkpoint
+  # is kept), or "skip" that update (parameters and optimizer state unchanged) up to
+  # max_skipped_steps times in a run, then stop.
+  c.nonfinite = "stop"
+  c.max_skipped_steps = 10
   # Loop.
   c.log_every = 1
   c.eval_every = 0  # 0: only at the end (when eval data is given)
@@ -249,6 +257,7 @@ FIELD_RULES = {
     "peak_flops": _num(lambda v: v >= 0, ">= 0"),
     "stage": _one_of(*STAGES), "init_from": _STR, "init_optimizer": _one_of("fresh", "keep"),
     "async_checkpoints": _BOOL, "progress_bar": _BOOL,
+    "nonfinite": _one_of("stop", "skip"), "max_skipped_steps": _int(0),
     "model.vocab_size": _int(1), "model.d_model": _int(1), "model.n_layers": _int(1),
     "model.n_heads": _int(1), "model.n_kv_heads": _int(1), "model.head_dim": _int(0),
     "model.mlp_dim": _int(1), "model.tie_embeddings": _BOOL,

@@ -37,6 +37,8 @@ USER_ERRORS = (
     "msm_jax.eval.loading:NonFiniteError",
     "msm_jax.errors:UserError",
     "msm_jax.interop.peft:PeftError",
+    "msm_jax.divergence:DivergedError",
+    "msm_jax.run_guard:WorkdirLockedError",
     "data_pipelines.spec:SpecError",
     "data_pipelines.docgen:GenerationError",
     "data_pipelines.llm_client:LLMError",

@@ -82,9 +82,14 @@ def loss_sums(model_def: ModelDef, params, batch, weights_fn, z_loss=0.0, **froz
 
 
 def train_step(state: TrainState, batch, base=None, *, model_def, tx, schedule, weights_fn,
-               microbatches=1, z_loss=0.0):
+               microbatches=1, z_loss=0.0, skip_nonfinite=False):
   """One optimizer update; gradients accumulate over `microbatches` with a scan. `base`: the
-  frozen weights under LoRA adapters (`state.params`), else None."""
+  frozen weights under LoRA adapters (`state.params`), else None.
+
+  `metrics["finite"]` is 1.0 when the loss, the gradients and the updated parameters are all
+  finite (the flag of the state returned, so the host can refuse to checkpoint a bad one). With
+  `skip_nonfinite`, a non-finite update is dropped: parameters and optimizer state come back
+  unchanged (the step counter still advances past the batch)."""
   def grad_fn(params, mb, i=0):
     frozen = {} if base is None else {
         "base": base, "rng": jax.random.fold_in(jax.random.fold_in(state.rng, state.step), i)}
@@ -115,7 +120,14 @@ def train_step(state: TrainState, batch, base=None, *, model_def, tx, schedule, 
   metrics = {"loss": sums["loss_sum"] / denom, "accuracy": sums["correct_sum"] / denom,
              "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step),
              "loss_tokens": sums["weight_sum"], "tokens": sums["tokens"]}
-  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+  finite = jnp.all(jnp.stack([jnp.isfinite(metrics["loss"]), jnp.isfinite(metrics["grad_norm"]),
+                              *(jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params))]))
+  if skip_nonfinite:
+    kept = state.replace(step=state.step + 1)
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, kept)
+  metrics["finite"] = finite.astype(jnp.float32)
+  return new_state, metrics
 
 
 def eval_step(params, batch, base=None, *, model_def, weights_fn):
@@ -143,7 +155,8 @@ class StepFunctions:
     self._base = ()
     step = functools.partial(train_step, model_def=model_def, tx=self.tx, schedule=self.schedule,
                              weights_fn=self.weights_fn, microbatches=int(cfg.microbatches),
-                             z_loss=float(cfg.z_loss))
+                             z_loss=float(cfg.z_loss),
+                             skip_nonfinite=cfg.get("nonfinite", "stop") == "skip")
     self._train = jax.jit(step, in_shardings=(self.state_shardings, batch_sh, *base_sh),
                           out_shardings=(self.state_shardings, repl), donate_argnums=(0,))
     self._eval = jax.jit(functools.partial(eval_step, model_def=model_def, weights_fn=self.weights_fn),

@@ -19,6 +19,9 @@ from msm_jax import config as config_lib
 from msm_jax import sharding as shd
 from msm_jax.checkpoint import (Checkpointer, Run, abstract_like, lora_base_record, open_run,
                                 restore_lora_base)
+from msm_jax.divergence import NonFiniteGuard
+from msm_jax.resume import restore_newest
+from msm_jax.run_guard import WorkdirLock, deferred_interrupt
 from msm_jax.data.pipeline import build_tokenizer, make_eval_batches, make_train_iterator
 from msm_jax.data.tokenizer import save_tokenizer_file
 from msm_jax.flops import measure_matmul_peak, train_flops_per_token
@@ -155,30 +158,43 @@ def train(cfg, workdir, devices=None) -> TrainResult:
   workdir = Path(workdir).absolute()
   workdir.mkdir(parents=True, exist_ok=True)
   primary = jax.process_index() == 0
+  with WorkdirLock(workdir, enabled=primary):
+    ckpt = Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints,
+                        async_save=cfg.async_checkpoints)
+    try:
+      return _train(cfg, workdir, devices, primary, ckpt)
+    finally:  # every exit path (an error, Ctrl-C, a divergence) waits for an in-flight save
+      ckpt.close()
+
+
+def _train(cfg, workdir: Path, devices, primary: bool, ckpt: Checkpointer) -> TrainResult:
   mesh = shd.make_mesh(cfg, devices)
   model_def = model_for(cfg, ModelDef(ModelConfig.of(cfg.model)))  # LoRA: the adapters
   steps = StepFunctions(cfg, model_def, mesh)
-  ckpt = Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints,
-                      async_save=cfg.async_checkpoints)
-  resumed = ckpt.open_run() if ckpt.latest_step() is not None else None
-  source = open_run(cfg.init_from) if resumed is None and cfg.init_from else None
+  resumed = None
+  source = open_run(cfg.init_from) if ckpt.latest_step() is None and cfg.init_from else None
   lora_base = None  # LoRA: the record of the frozen base, saved in every checkpoint's meta
-  if isinstance(model_def, LoraModel) and resumed is None and source is None:
+  if isinstance(model_def, LoraModel) and ckpt.latest_step() is None and source is None:
     raise config_lib.ConfigError("config.init_from: LoRA (config.lora.rank > 0) adapts a base "
                                  "model; set init_from to a run or an imported model")
   try:
-    tokenizer = _tokenizer(cfg, workdir, resumed or source)
-    data_iter = make_train_iterator(cfg, tokenizer)
-    if resumed is not None:
+    if ckpt.latest_step() is not None:
+      def prepare(run):
+        tok = _tokenizer(cfg, workdir, run)
+        it = make_train_iterator(cfg, tok)
+        return (tok, it), it
       abstract = abstract_like(_abstract_state(model_def, steps.tx), steps.state_shardings)
-      state = resumed.restore_state(abstract, data_iter)
+      resumed, (tokenizer, data_iter), state = restore_newest(ckpt, cfg, prepare, abstract)
       if isinstance(model_def, LoraModel):
         steps.set_base(restore_lora_base(resumed.meta, steps.base_shardings, str(resumed.path)))
         lora_base = resumed.meta["lora_base"]
-    elif source is not None:
-      state, lora_base = _init_from(cfg, source, steps, mesh)
     else:
-      state = steps.init_state(cfg.seed)
+      tokenizer = _tokenizer(cfg, workdir, source)
+      data_iter = make_train_iterator(cfg, tokenizer)
+      if source is not None:
+        state, lora_base = _init_from(cfg, source, steps, mesh)
+      else:
+        state = steps.init_state(cfg.seed)
   finally:
     if source is not None:
       source.close()
@@ -191,7 +207,8 @@ def train(cfg, workdir, devices=None) -> TrainResult:
   flops_per_row = train_flops_per_token(cfg.model, cfg.seq_len) * cfg.seq_len
   writer = MetricsWriter(workdir, start_step=start, total_steps=cfg.steps,
                          progress=cfg.progress_bar, is_primary=primary)
-  tokens_seen = 0.0
+  tokens_seen = float(resumed.meta.get("tokens_seen", 0.0)) if resumed is not None else 0.0
+  guard = NonFiniteGuard(cfg)
   last, eval_loss, preempted = writer.last_record(), None, False
   pending = None  # (step, metrics on device) dispatched but not yet fetched
   last_time = time.perf_counter()
@@ -200,6 +217,7 @@ def train(cfg, workdir, devices=None) -> TrainResult:
     nonlocal tokens_seen, last_time, last
     step, metrics = item
     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    finite = metrics.pop("finite", 1.0) > 0
     now = time.perf_counter()
     dt, last_time = now - last_time, now
     tokens_seen += metrics["tokens"]
@@ -207,10 +225,14 @@ def train(cfg, workdir, devices=None) -> TrainResult:
               "tokens_per_sec": metrics["tokens"] / dt,
               "flops_per_token": flops_per_row / cfg.seq_len,
               "mfu": flops_per_row * cfg.batch_size / dt / (peak * len(devices))}
+    guard.count(finite)
+    if guard.skipped:
+      record["nonfinite_steps"] = guard.skipped
     last = record
     writer.advance()
-    if step % cfg.log_every == 0 or step == cfg.steps:
+    if step % cfg.log_every == 0 or step == cfg.steps or not finite:
       writer.write(record)
+    guard.check(step, finite, record, kept=_kept(ckpt))
 
   with _Preemption() as preemption:
     for step in range(start + 1, cfg.steps + 1):
@@ -224,8 +246,12 @@ def train(cfg, workdir, devices=None) -> TrainResult:
         writer.write({"step": step, "eval_loss": eval_loss})
       preempted = preemption.requested
       if step % cfg.checkpoint_every == 0 or step == cfg.steps or preempted:
-        ckpt.save(step, state, cfg, stage=cfg.stage, tokenizer=tokenizer, data_iter=data_iter,
-                  extra={"lora_base": lora_base} if lora_base else None)
+        fetch(pending)  # this step's finite flag (a non-finite state is never saved), tokens_seen
+        pending = None
+        with deferred_interrupt():  # Ctrl-C never cuts a save in half
+          ckpt.save(step, state, cfg, stage=cfg.stage, tokenizer=tokenizer, data_iter=data_iter,
+                    extra={"tokens_seen": tokens_seen,
+                           **({"lora_base": lora_base} if lora_base else {})})
       if preempted:
         break
     if pending is not None:
@@ -234,10 +260,16 @@ def train(cfg, workdir, devices=None) -> TrainResult:
     eval_loss = evaluate(steps, state.params, eval_batches, mesh)
     if start < cfg.steps:  # a rerun of a finished stage logs nothing new
       writer.write({"step": int(jax.device_get(state.step)), "eval_loss": eval_loss})
-  ckpt.close()
   writer.close()
   return TrainResult(state=state, workdir=workdir, last_metrics=last, eval_loss=eval_loss,
                      preempted=preempted)
+
+
+def _kept(ckpt: Checkpointer) -> str:
+  step = ckpt.latest_step()
+  if step is None:
+    return "No checkpoint was saved before it"
+  return f"The last finite checkpoint, step {step}, is kept in {ckpt.directory / str(step)}"
 
 
 def run_train_command(args) -> int:
@@ -248,7 +280,9 @@ def run_train_command(args) -> int:
   config_lib.apply_overrides(cfg, args.config_overrides)
   result = train(cfg, args.workdir)
   m = result.last_metrics
-  print(f"{cfg.stage}: step {m.get('step')} loss {m.get('loss', float('nan')):.4f}"
+  loss = m.get("loss")
+  print(f"{cfg.stage}: step {m.get('step')} loss "
+        + (f"{loss:.4f}" if isinstance(loss, (int, float)) else "n/a")
         + (f" eval_loss {result.eval_loss:.4f}" if result.eval_loss is not None else "")
         + (" (preempted: checkpoint saved)" if result.preempted else ""))
   print(f"outputs: {result.workdir} (checkpoints/, metrics.jsonl, tb/, config.json)")

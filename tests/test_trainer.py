@@ -15,7 +15,7 @@ import pytest
 
 from msm_jax import config as config_lib
 from msm_jax import sharding as shd
-from msm_jax.checkpoint import Checkpointer, abstract_like, open_run
+from msm_jax.checkpoint import CheckpointError, Checkpointer, abstract_like, open_run
 from msm_jax.model import ModelDef
 from msm_jax.train_step import StepFunctions
 from msm_jax.trainer import _abstract_state, _init_from, train
@@ -128,7 +128,7 @@ def test_checkpoint_saved_on_eight_devices_restores_on_fewer(tmp_path, target_de
 
 def test_workdir_with_brackets_fails_before_work_naming_it(tmp_path):
   # orbax would save there and then fail on every restore
-  with pytest.raises(ValueError, match=r"run\[1\].*brackets"):
+  with pytest.raises(CheckpointError, match=r"run\[1\].*brackets"):
     train(tiny_cfg(steps=1), tmp_path / "run[1]")
 
 
