@@ -173,15 +173,17 @@ def import_hf(source, workdir, *, mesh_axes: dict | None = None, param_dtype: st
 def run_import_command(args) -> int:
   mesh_axes = {"fsdp": args.fsdp, "tensor": args.tensor}
   if args.peft:  # a PEFT adapter onto an msm-jax run, or onto an HF model imported to OUT/base
-    from msm_jax.interop.peft import import_adapter_run  # noqa: PLC0415
+    from msm_jax.interop.peft import import_adapter_run, read_config  # noqa: PLC0415
     base = Path(args.source)
     if not (base / "checkpoints").is_dir():
       base = import_hf(args.source, Path(args.out) / "base", mesh_axes=mesh_axes,
                        param_dtype=args.param_dtype)
     out = import_adapter_run(args.peft, base, args.out)
     print(f"imported the PEFT adapter {args.peft} onto {base} -> {out} (a LoRA run)")
+    lora = read_config(args.peft)
     print(f"next: msm train --config CONFIG --stage finetune --workdir RUN "
-          f"--config.init_from={out} --config.lora.rank=R (R = the adapter's r)")
+          f"--config.init_from={out} --config.lora.rank={lora.rank} "
+          f"--config.lora.alpha={lora.alpha} --config.lora.targets=\"{tuple(lora.targets)}\"")
     return 0
   out = import_hf(args.source, args.out, mesh_axes=mesh_axes, param_dtype=args.param_dtype)
   print(f"imported {args.source} -> {out} (checkpoints/0, config.json, tokenizer.hf.json)")
