@@ -10,6 +10,7 @@ the evals that read it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -70,6 +71,9 @@ def stage_key(cfg, parent_key: str = "") -> str:
     d["model"]["attention_impl"] = "xla"  # auto is the XLA reference on CPU (msm_jax.attention)
   if not d.get("lora", {}).get("rank"):  # LoRA off hashes as before the lora block existed
     d.pop("lora", None)
+  for f in dataclasses.fields(ModelConfig):  # so do the imported-architecture switches
+    if f.default is not dataclasses.MISSING and d["model"].get(f.name, f.default) == f.default:
+      d["model"].pop(f.name, None)
   d["data"]["train"] = [file_sha256(f) for f in cfg.data.train]
   d["init_from"] = parent_key
   return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
