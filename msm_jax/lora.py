@@ -37,7 +37,6 @@ from msm_jax.config import LORA_TARGETS
 PROJECTIONS = {"wq": ("attn", 1), "wk": ("attn", 1), "wv": ("attn", 1), "wo": ("attn", 2),
                "w_gate": ("mlp", 1), "w_up": ("mlp", 1), "w_down": ("mlp", 1)}
 assert tuple(PROJECTIONS) == LORA_TARGETS
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,8 +111,9 @@ class LoraModel:
       w, axes = _weights(base_abstract, name), _weights(base_axes, name)  # [L, *in, *out]
       n_in = PROJECTIONS[name][1]
       l, ins, outs = w.shape[0], w.shape[1:1 + n_in], w.shape[1 + n_in:]
-      self._abstract[name] = {"a": jax.ShapeDtypeStruct((l, *ins, spec.rank), w.dtype),
-                              "b": jax.ShapeDtypeStruct((l, spec.rank, *outs), w.dtype)}
+      # float32 masters whatever the base's dtype (an import may store it in bfloat16)
+      self._abstract[name] = {"a": jax.ShapeDtypeStruct((l, *ins, spec.rank), jnp.float32),
+                              "b": jax.ShapeDtypeStruct((l, spec.rank, *outs), jnp.float32)}
       self.axes[name] = {"a": (axes[0], *axes[1:1 + n_in], None),
                          "b": (axes[0], None, *axes[1 + n_in:])}
 
@@ -122,7 +122,7 @@ class LoraModel:
 
   def base_abstract(self) -> dict:
     """The frozen base's shapes in `base_dtype`."""
-    dtype = _DTYPES.get(self.spec.base_dtype)
+    dtype = jnp.dtype(self.spec.base_dtype) if self.spec.base_dtype else None
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, dtype or s.dtype),
                         self.model_def.pure_abstract())
 
@@ -142,7 +142,7 @@ class LoraModel:
 
   def prepare_base(self, base: dict) -> dict:
     """The base as the adapters train against it: cast to `base_dtype`."""
-    dtype = _DTYPES.get(self.spec.base_dtype)
+    dtype = jnp.dtype(self.spec.base_dtype) if self.spec.base_dtype else None
     return base if dtype is None else jax.tree.map(lambda w: w.astype(dtype), base)
 
   def apply(self, params, tokens_BxT, positions_BxT, segment_ids_BxT, cache=None,
@@ -156,7 +156,7 @@ class LoraModel:
   def merge(self, base: dict, params: dict, dtype=None) -> dict:
     """Full parameters `W + (alpha/r) A B` for every target (f32 arithmetic), every leaf in
     `dtype` (default: the model's param_dtype): what export and evaluation read."""
-    dtype = dtype or _DTYPES[self.cfg.param_dtype]
+    dtype = dtype or jnp.dtype(self.cfg.param_dtype)
     out = jax.tree.map(lambda w: w.astype(dtype), base)
     for name, f in params.items():
       a, b = f["a"].astype(jnp.float32), f["b"].astype(jnp.float32)
