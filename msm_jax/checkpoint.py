@@ -19,13 +19,13 @@ import hashlib
 import json
 from pathlib import Path
 
-import grain
 from absl import logging as absl_logging
 import jax
 import orbax.checkpoint as ocp
 
 from msm_jax import sharding as shd
 from msm_jax.config import from_json, to_json
+from msm_jax.data.shards import DataRestore, DataSave, ShardedDataHandler
 from msm_jax.data.tokenizer import load_tokenizer_bytes
 from msm_jax.model import ModelDef
 from msm_jax.model_config import ModelConfig
@@ -61,7 +61,7 @@ class Checkpointer:
     try:
       self.manager = ocp.CheckpointManager(
           self.directory, options=options, item_names=("state", "config", "meta", "data"),
-          item_handlers={"data": grain.checkpoint.CheckpointHandler()})
+          item_handlers={"data": ShardedDataHandler()})
     finally:
       absl_logging.set_verbosity(quiet)
 
@@ -80,7 +80,7 @@ class Checkpointer:
              "config": ocp.args.JsonSave(json.loads(to_json(cfg))),
              "meta": ocp.args.JsonSave(meta)}
     if data_iter is not None:
-      items["data"] = grain.checkpoint.CheckpointSave(data_iter)
+      items["data"] = DataSave(data_iter)
     self.manager.save(int(step), args=ocp.args.Composite(**items), force=True)
 
   def open_run(self, step: int | None = None) -> "Run":
@@ -186,7 +186,7 @@ class Run:
     iterator's position in place): what resuming needs."""
     items = {"state": ocp.args.StandardRestore(abstract_state)}
     if data_iter is not None:
-      items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+      items["data"] = DataRestore(data_iter)
     return self._ckpt.manager.restore(self.step, args=ocp.args.Composite(**items))["state"]
 
   def close(self):

@@ -21,6 +21,7 @@ SUBCOMMANDS = (
     ("msm_jax.eval.cli", "add_eval_parser"),
     ("msm_jax.experiment", "add_run_parser"),
     ("msm_jax.plan", "add_plan_parser"),
+    ("msm_jax.launch_local", "add_launch_local_parser"),
 )
 
 
@@ -47,6 +48,9 @@ def split_config_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
   i = 0
   while i < len(argv):
     arg = argv[i]
+    if arg == "--":  # what follows is another command's (msm launch-local -- msm train ...)
+      rest.extend(argv[i:])
+      break
     if arg.startswith("--config."):
       key = arg[len("--config."):]
       if "=" in key:
