@@ -83,8 +83,11 @@ def launch(command: list[str], processes: int, *, devices_per_process: int | Non
   previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
   stopped: set[int] = set()  # workers the launcher killed after another one failed
   try:
-    while any(p.poll() is None for p in procs):
-      if any(p.returncode not in (None, 0) for p in procs):
+    while True:
+      codes = [p.poll() for p in procs]  # poll every worker (any() would stop at the first)
+      if all(c is not None for c in codes):
+        break
+      if any(c not in (None, 0) for c in codes):
         # the survivors would block forever on the dead one in their next collective
         stopped = {i for i, p in enumerate(procs) if p.poll() is None}
         for i in stopped:
