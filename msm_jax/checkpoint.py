@@ -23,6 +23,8 @@ from absl import logging as absl_logging
 import jax
 import orbax.checkpoint as ocp
 
+from msm_io import paths
+
 from msm_jax import sharding as shd
 from msm_jax.config import from_json, to_json
 from msm_jax.data.shards import DataRestore, DataSave, ShardedDataHandler
@@ -46,7 +48,7 @@ class Checkpointer:
   """An orbax CheckpointManager for one run directory."""
 
   def __init__(self, directory, *, keep: int = 3, async_save: bool = True, read_only=False):
-    self.directory = Path(directory).absolute()
+    self.directory = paths.path(directory)
     if not read_only and any(c in str(self.directory) for c in "[]"):
       # tensorstore reads such paths as patterns: the save succeeds, every restore fails
       raise ValueError(f"checkpoint directory {self.directory}: '[' or ']' in the path cannot "
@@ -60,7 +62,7 @@ class Checkpointer:
       absl_logging.set_verbosity(absl_logging.ERROR)
     try:
       self.manager = ocp.CheckpointManager(
-          self.directory, options=options, item_names=("state", "config", "meta", "data"),
+          paths.native(self.directory), options=options, item_names=("state", "config", "meta", "data"),
           item_handlers={"data": ShardedDataHandler()})
     finally:
       absl_logging.set_verbosity(quiet)
@@ -100,7 +102,7 @@ class Checkpointer:
 
 def find_checkpoint(path) -> tuple[Path, int | None]:
   """A run workdir, its `checkpoints/` dir, or one step's dir -> (checkpoints dir, step)."""
-  path = Path(path).absolute()
+  path = paths.path(path)
   if (path / "checkpoints").is_dir():
     return path / "checkpoints", None
   if (path / "state").is_dir() and path.name.isdigit():

@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from msm_jax import config as config_lib
+from msm_io import paths
 from msm_jax import distributed
 from msm_jax import sharding as shd
 from msm_jax.checkpoint import Checkpointer, Run, abstract_like, open_run
@@ -113,7 +114,7 @@ def _build_tokenizer_once(cfg, workdir):
     return build_tokenizer(cfg, workdir)
   tokenizer = build_tokenizer(cfg, workdir) if distributed.is_primary() else None
   distributed.barrier("msm-tokenizer")
-  return tokenizer or load_tokenizer_file(Path(workdir) / TOKENIZER_FILE)
+  return tokenizer or load_tokenizer_file(paths.path(workdir) / TOKENIZER_FILE)
 
 
 def evaluate(steps: StepFunctions, params, batches, mesh) -> float | None:
@@ -131,7 +132,7 @@ def train(cfg, workdir, devices=None) -> TrainResult:
   """Run (or resume) one stage in `workdir` on `devices` (default: all)."""
   devices = list(jax.devices() if devices is None else devices)
   config_lib.validate(cfg, len(devices))
-  workdir = Path(workdir).absolute()
+  workdir = paths.path(workdir)  # local or gs://: one path layer (msm_io.paths)
   workdir.mkdir(parents=True, exist_ok=True)
   primary = jax.process_index() == 0
   mesh = shd.make_mesh(cfg, devices)

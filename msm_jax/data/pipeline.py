@@ -31,6 +31,8 @@ from pathlib import Path
 import grain
 from grain import experimental as gx
 
+from msm_io import paths
+
 from msm_jax.config import ConfigError
 from msm_jax.data import packing
 from msm_jax.data.shards import ShardedIterator
@@ -67,7 +69,7 @@ def build_tokenizer(cfg, workdir):
   kind = resolve_kind(cfg.data.kind, cfg.stage)
   texts = itertools.chain.from_iterable(
       iter_texts(f, kind, cfg.data.text_field) for f in cfg.data.train)
-  return train_tokenizer(texts, Path(workdir) / TOKENIZER_FILE, int(cfg.model.vocab_size))
+  return train_tokenizer(texts, paths.path(workdir) / TOKENIZER_FILE, int(cfg.model.vocab_size))
 
 
 def example_transform(cfg, tokenizer, kind: str) -> grain.transforms.Map:
