@@ -21,6 +21,9 @@ SUBCOMMANDS = (
     ("msm_jax.eval.cli", "add_eval_parser"),
     ("msm_jax.experiment", "add_run_parser"),
     ("msm_jax.plan", "add_plan_parser"),
+    ("msm_jax.interop.hf_import", "add_import_parser"),
+    ("msm_jax.interop.hf_export", "add_export_parser"),
+    ("msm_jax.serve.cli", "add_serve_parser"),
     ("msm_jax.launch_local", "add_launch_local_parser"),
 )
 

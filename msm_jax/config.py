@@ -51,6 +51,14 @@ def model_config() -> ml_collections.ConfigDict:
       scan_layers=True,
       attention_impl="auto",  # auto | xla | splash | cudnn: see msm_jax/attention.py
       materialize_grads="auto",  # model.materialize_grad, a CPU backward-pass speed-up: auto = on CPU
+      # Imported architectures (msm import-hf sets these from config.json):
+      qkv_bias=False,  # Qwen2/2.5 q/k/v projection biases
+      qk_norm=False,  # Qwen3 per-head q/k RMSNorm
+      rope_scaling="",  # "" | llama3 (Llama-3.1 long-context rotary scaling; rope_* below)
+      rope_factor=8.0,
+      rope_low_freq_factor=1.0,
+      rope_high_freq_factor=4.0,
+      rope_original_context=8192,
   ))
 
 
@@ -278,6 +286,11 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> None:
                       "(or set config.model.head_dim)")
   if (m.head_dim or m.d_model // m.n_heads) % 2:
     raise ConfigError("config.model.head_dim: rotary embeddings need an even head_dim")
+  if m.rope_scaling not in ("", "llama3"):
+    raise ConfigError(f"config.model.rope_scaling: '' | llama3, got {m.rope_scaling!r}")
+  if m.rope_scaling and not m.rope_low_freq_factor < m.rope_high_freq_factor:
+    raise ConfigError("config.model.rope_high_freq_factor: must exceed rope_low_freq_factor, "
+                      f"got {m.rope_high_freq_factor} <= {m.rope_low_freq_factor}")
   try:
     ModelConfig.of(m)  # resolves head_dim and the materialize_grads flag
   except ValueError as e:

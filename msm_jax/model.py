@@ -11,6 +11,8 @@ not depend on how the layers run: `scan_layers=True` scans one compiled block ov
 `positions` (rotary phases restart per document) and `segment_ids` (attention stays inside a
 document; 0 is padding). The same mask serves the KV-cache decode path used by the eval harness.
 Attention itself goes through `attention.attend`, which picks the kernel (`model.attention_impl`).
+Imported families are config switches, off by default: `qkv_bias` (Qwen2), `qk_norm` (Qwen3),
+`rope_scaling="llama3"` (Llama-3.1; see `rope_inv_freq`), `head_dim` != d_model / n_heads.
 """
 
 from __future__ import annotations
@@ -66,8 +68,8 @@ def _param(rngs, shape, axes, std, dtype):
 
 class RMSNorm(nnx.Module):
 
-  def __init__(self, dim, eps, dtype):
-    self.scale = nnx.Param(jnp.ones((dim,), dtype), axes=("embed",))
+  def __init__(self, dim, eps, dtype, axis_name="embed"):
+    self.scale = nnx.Param(jnp.ones((dim,), dtype), axes=(axis_name,))
     self.eps = eps
 
   def __call__(self, x_BxTxD):
@@ -76,10 +78,30 @@ class RMSNorm(nnx.Module):
     return (x * self.scale[...].astype(jnp.float32)).astype(x_BxTxD.dtype)
 
 
-def rotary(x_BxTxNxH, positions_BxT, theta):
+def rope_inv_freq(cfg: ModelConfig) -> jax.Array:
+  """Rotary inverse frequencies [H/2], the one place they are computed.
+
+  `rope_scaling="llama3"` applies Llama-3.1's smooth long-context scaling exactly as
+  `transformers`' `ROPE_INIT_FUNCTIONS["llama3"]` does: wavelengths beyond the original context
+  / low_freq_factor are divided by `rope_factor`, those below / high_freq_factor are kept, and
+  the band between interpolates.
+  """
+  h = cfg.head_dim
+  freq_H2 = cfg.rope_theta ** (-jnp.arange(0, h, 2, dtype=jnp.float32) / h)
+  if cfg.rope_scaling == "llama3":
+    factor, low, high = cfg.rope_factor, cfg.rope_low_freq_factor, cfg.rope_high_freq_factor
+    context = cfg.rope_original_context
+    wavelen_H2 = 2 * jnp.pi / freq_H2
+    scaled_H2 = jnp.where(wavelen_H2 > context / low, freq_H2 / factor, freq_H2)
+    smooth_H2 = (context / wavelen_H2 - low) / (high - low)
+    smoothed_H2 = (1 - smooth_H2) * scaled_H2 / factor + smooth_H2 * scaled_H2
+    medium_H2 = (wavelen_H2 >= context / high) & (wavelen_H2 <= context / low)
+    freq_H2 = jnp.where(medium_H2, smoothed_H2, scaled_H2)
+  return freq_H2
+
+
+def rotary(x_BxTxNxH, positions_BxT, freq_H2):
   """Rotate-half rotary embedding (the Llama / HF convention) at explicit positions."""
-  h = x_BxTxNxH.shape[-1]
-  freq_H2 = theta ** (-jnp.arange(0, h, 2, dtype=jnp.float32) / h)
   angle_BxTxH2 = positions_BxT[..., None].astype(jnp.float32) * freq_H2
   sin, cos = jnp.sin(angle_BxTxH2)[:, :, None], jnp.cos(angle_BxTxH2)[:, :, None]
   x1, x2 = jnp.split(x_BxTxNxH.astype(jnp.float32), 2, axis=-1)
@@ -96,6 +118,13 @@ class Attention(nnx.Module):
     self.wk = _param(rngs, (d, k, h), ("embed", "kv_heads", "head_dim"), std, pdt)
     self.wv = _param(rngs, (d, k, h), ("embed", "kv_heads", "head_dim"), std, pdt)
     self.wo = _param(rngs, (n, h, d), ("heads", "head_dim", "embed"), std / (2 * cfg.n_layers) ** 0.5, pdt)
+    if cfg.qkv_bias:  # Qwen2 / Qwen2.5
+      self.bq = nnx.Param(jnp.zeros((n, h), pdt), axes=("heads", "head_dim"))
+      self.bk = nnx.Param(jnp.zeros((k, h), pdt), axes=("kv_heads", "head_dim"))
+      self.bv = nnx.Param(jnp.zeros((k, h), pdt), axes=("kv_heads", "head_dim"))
+    if cfg.qk_norm:  # Qwen3: RMSNorm over each head's features, before rotary
+      self.q_norm = RMSNorm(h, cfg.norm_eps, pdt, "head_dim")
+      self.k_norm = RMSNorm(h, cfg.norm_eps, pdt, "head_dim")
     self.cfg = cfg
 
   def __call__(self, x_BxTxD, positions_BxT, mask: Mask, cache=None, cache_index=None):
@@ -103,8 +132,15 @@ class Attention(nnx.Module):
     q_BxTxNxH = jnp.einsum("btd,dnh->btnh", x_BxTxD, self.wq[...].astype(cdt))
     k_BxTxKxH = jnp.einsum("btd,dkh->btkh", x_BxTxD, self.wk[...].astype(cdt))
     v_BxTxKxH = jnp.einsum("btd,dkh->btkh", x_BxTxD, self.wv[...].astype(cdt))
-    q_BxTxNxH = rotary(q_BxTxNxH, positions_BxT, self.cfg.rope_theta)
-    k_BxTxKxH = rotary(k_BxTxKxH, positions_BxT, self.cfg.rope_theta)
+    if self.cfg.qkv_bias:
+      q_BxTxNxH = q_BxTxNxH + self.bq[...].astype(cdt)
+      k_BxTxKxH = k_BxTxKxH + self.bk[...].astype(cdt)
+      v_BxTxKxH = v_BxTxKxH + self.bv[...].astype(cdt)
+    if self.cfg.qk_norm:
+      q_BxTxNxH, k_BxTxKxH = self.q_norm(q_BxTxNxH), self.k_norm(k_BxTxKxH)
+    freq_H2 = rope_inv_freq(self.cfg)
+    q_BxTxNxH = rotary(q_BxTxNxH, positions_BxT, freq_H2)
+    k_BxTxKxH = rotary(k_BxTxKxH, positions_BxT, freq_H2)
     if cache is not None:  # decode: write the new keys/values at cache_index, attend to all
       k_BxSxKxH = jax.lax.dynamic_update_slice_in_dim(cache.k, k_BxTxKxH.astype(cache.k.dtype), cache_index, 1)
       v_BxSxKxH = jax.lax.dynamic_update_slice_in_dim(cache.v, v_BxTxKxH.astype(cache.v.dtype), cache_index, 1)

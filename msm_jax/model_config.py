@@ -53,13 +53,23 @@ class ModelConfig:
   scan_layers: bool
   attention_impl: str
   materialize_grads: bool  # resolved: never "auto"
+  # Architecture switches for imported base models (msm_jax/interop); the defaults are the
+  # project's own decoder.
+  qkv_bias: bool = False  # Qwen2/2.5: biases on the q, k, v projections
+  qk_norm: bool = False  # Qwen3: RMSNorm over head_dim of q and k before rotary
+  rope_scaling: str = ""  # "" (none) | "llama3"; the four rope_* below apply to llama3 only
+  rope_factor: float = 8.0
+  rope_low_freq_factor: float = 1.0
+  rope_high_freq_factor: float = 4.0
+  rope_original_context: int = 8192
 
   @classmethod
   def of(cls, cfg: "ModelConfig | Mapping") -> "ModelConfig":
     """From `config.model` (a ConfigDict or dict); a ModelConfig is returned as it is."""
     if isinstance(cfg, ModelConfig):
       return cfg
-    d = {f.name: cfg[f.name] for f in dataclasses.fields(cls)}
+    d = {f.name: cfg[f.name] if f.name in cfg or f.default is dataclasses.MISSING else f.default
+         for f in dataclasses.fields(cls)}
     d["head_dim"] = int(d["head_dim"]) or int(d["d_model"]) // int(d["n_heads"])
     flag = _flag(d["materialize_grads"], "materialize_grads")
     if flag is None:

@@ -16,6 +16,7 @@ the project's SentencePiece `Tokenizer`, or an adapter around an imported model'
 
 from __future__ import annotations
 
+import re
 from typing import Any, Sequence
 
 import numpy as np
@@ -31,6 +32,9 @@ TEMPLATE_TOKENS = {
 ALL_SPECIAL_TOKENS = tuple(t for toks in TEMPLATE_TOKENS.values() for t in toks)
 
 END_OF_TURN = {"msm": "<|end|>", "llama3": "<|eot_id|>", "chatml": "<|im_end|>"}
+# Qwen3's template writes an empty reasoning block into non-thinking assistant turns: boilerplate,
+# never a training target (reasoning inside the block is supervised like any content).
+EMPTY_THINK = re.compile(r"<think>\s*</think>\s*")
 
 
 class ChatFormatError(ValueError):
@@ -94,6 +98,10 @@ def _segments(messages, tokenizer, template: str, add_generation_prompt: bool):
           tokenizer.encode("\n\n"), False
     else:
       yield tok("<|im_start|>") + tokenizer.encode(f"{role}\n"), False
+    think = EMPTY_THINK.match(content) if is_asst else None
+    if think:
+      yield list(tokenizer.encode(think.group(0))), False
+      content = content[think.end():]
     yield list(tokenizer.encode(content)), is_asst
     yield eot, is_asst
     if template == "chatml":
@@ -113,7 +121,7 @@ def render_chat(messages: Sequence[dict], tokenizer, template: str = "msm"
   """Token ids (int32, starting with the template's begin token) and the assistant mask (int32).
 
   The mask marks exactly the assistant content tokens and each assistant turn's end-of-turn token:
-  what finetuning trains on.
+  what finetuning trains on. A leading empty `<think></think>` block (Qwen3) stays 0.
   """
   _check_template(template)
   _check_messages(messages, template)

@@ -117,7 +117,14 @@ class TokenizerKind:
 # Registering a kind is one line here (a loader may import its module lazily).
 TOKENIZER_KINDS: dict[str, TokenizerKind] = {
     "sentencepiece": TokenizerKind(lambda blob, path: Tokenizer(blob, path), "tokenizer.model"),
+    "hf": TokenizerKind(lambda blob, path: _hf().from_bytes(blob, path), "tokenizer.hf.json"),
 }
+
+
+def _hf():
+  """The Hugging Face tokenizer class, imported only when a run carries one."""
+  from msm_jax.data.hf_tokenizer import HFTokenizer  # noqa: PLC0415
+  return HFTokenizer
 
 
 def tokenizer_kind(kind: str) -> TokenizerKind:

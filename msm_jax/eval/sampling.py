@@ -69,6 +69,7 @@ class LoopState:
   max_new: jax.Array  # [B] token limits
   next_pos: jax.Array  # [B] rotary position of the next token
   keys: jax.Array  # [B] sampling keys
+  offset: jax.Array  # [B] tokens each row generated before this loop (folded into its keys)
 
 
 def filter_logits(logits_BxV, sp: SamplingParams, vocab_limit: int, banned: tuple = ()):
@@ -96,10 +97,12 @@ def filter_logits(logits_BxV, sp: SamplingParams, vocab_limit: int, banned: tupl
 
 
 def next_token(logits_BxV, keys_B, step, sp: SamplingParams, vocab_limit: int, banned=()):
+  """`step`: the index of the token being drawn, one for all rows or one per row [B]."""
   logits_BxV = filter_logits(logits_BxV, sp, vocab_limit, banned)
   if sp.temperature <= 0:
     return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
-  step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys_B, step)
+  step_B = jnp.broadcast_to(jnp.asarray(step, jnp.int32), keys_B.shape)
+  step_keys = jax.vmap(jax.random.fold_in)(keys_B, step_B)
   return jax.vmap(jax.random.categorical)(step_keys, logits_BxV).astype(jnp.int32)
 
 
@@ -136,7 +139,7 @@ def decode(model_def, params, state: DecodeState, loop: LoopState, limit, *, pro
   def body(carry):
     st, lp = carry
     step, done_B, pos_B = lp.step, lp.done, lp.next_pos
-    tok_B = next_token(st.logits, lp.keys, step, sp, vocab_limit, banned)
+    tok_B = next_token(st.logits, lp.keys, step + lp.offset, sp, vocab_limit, banned)
     tok_B = jnp.where(done_B, 0, tok_B)
     slot = p + step
     put = lambda a, x_B: jax.lax.dynamic_update_slice_in_dim(a, x_B[:, None], slot, 1)
@@ -194,6 +197,42 @@ class Sampler:
           donate_argnums=(1, 2))
     return self._prefill[key], self._decode[dkey]
 
+  def start(self, params, prompts: Sequence[list], max_new: Sequence[int], keys, *, rows: int,
+            prompt_len: int, budget: int, sp: SamplingParams, use_cache: bool = True,
+            offsets: Sequence[int] | None = None):
+    """Left-pad one group of prompts into a [rows, prompt_len + budget] block and prefill it.
+    `keys`: one sampling key per prompt; `offsets`: per prompt, how many of its tokens were
+    generated before (a resumed row draws its next token with the key of that step).
+    -> (DecodeState, LoopState, the jitted decode fn); shared by `__call__` and the server's
+    batching loop (msm_jax.serve.engine)."""
+    p, c = prompt_len, prompt_len + budget
+    tokens = np.full((rows, c), self.pad_id, np.int32)
+    positions = np.zeros((rows, c), np.int32)
+    segments = np.zeros((rows, c), np.int32)
+    limits = np.zeros((rows,), np.int32)
+    lengths = np.ones((rows,), np.int32)
+    for r, ids in enumerate(prompts):
+      ids = np.asarray(ids, np.int32)
+      tokens[r, p - len(ids):p] = ids
+      positions[r, p - len(ids):p] = np.arange(len(ids))
+      segments[r, p - len(ids):p] = 1
+      limits[r], lengths[r] = max_new[r], len(ids)
+    for r in range(len(prompts), rows):  # filler rows: one real token, nothing to generate
+      segments[r, p - 1] = 1
+    row_keys = jnp.concatenate([jnp.asarray(keys).reshape(-1)[:len(prompts)],
+                                jnp.repeat(jax.random.key(0)[None], rows - len(prompts), 0)])
+    prefill_fn, decode_fn = self._fns(p, use_cache, sp)
+    loop = LoopState(step=jnp.zeros((), jnp.int32), done=jnp.asarray(limits <= 0),
+                     stopped=jnp.zeros((rows,), bool), count=jnp.zeros((rows,), jnp.int32),
+                     max_new=jnp.asarray(limits), next_pos=jnp.asarray(lengths), keys=row_keys,
+                     offset=jnp.asarray(np.pad(np.asarray(offsets or [0] * len(prompts),
+                                                          np.int32), (0, rows - len(prompts)))))
+    loop = jax.device_put(loop, shd.replicated(self.mesh))
+    placed = [jax.device_put(a, self.batch_sharding) for a in (tokens, positions, segments)]
+    with shd.activate(self.mesh):
+      state = prefill_fn(params, *placed)
+    return state, loop, decode_fn
+
   def __call__(self, params, prompts: Sequence[list], max_new: Sequence[int], decode_text,
                *, sp: SamplingParams, stop: Sequence[str] = (), seed: int = 0,
                batch_size: int = 8, use_cache: bool = True, progress: bool = False,
@@ -209,30 +248,11 @@ class Sampler:
     for idx in tqdm(groups, desc="generate", unit="batch", disable=not progress, leave=False):
       p = length_bucket(max(len(prompts[i]) for i in idx))
       n = length_bucket(max(budget or max(max_new[i] for i in idx), 1))
-      c = p + n
-      tokens = np.full((rows, c), self.pad_id, np.int32)
-      positions = np.zeros((rows, c), np.int32)
-      segments = np.zeros((rows, c), np.int32)
-      limits = np.zeros((rows,), np.int32)
-      row_ids = np.zeros((rows,), np.int32)
-      lengths = np.ones((rows,), np.int32)
-      for r, i in enumerate(idx):
-        ids = np.asarray(prompts[i], np.int32)
-        tokens[r, p - len(ids):p] = ids
-        positions[r, p - len(ids):p] = np.arange(len(ids))
-        segments[r, p - len(ids):p] = 1
-        limits[r], row_ids[r], lengths[r] = max_new[i], i, len(ids)
-      for r in range(len(idx), rows):  # filler rows: one real token, nothing to generate
-        segments[r, p - 1] = 1
-      prefill_fn, decode_fn = self._fns(p, use_cache, sp)
-      loop = LoopState(step=jnp.zeros((), jnp.int32), done=jnp.asarray(limits <= 0),
-                       stopped=jnp.zeros((rows,), bool), count=jnp.zeros((rows,), jnp.int32),
-                       max_new=jnp.asarray(limits), next_pos=jnp.asarray(lengths),
-                       keys=jax.vmap(jax.random.fold_in, in_axes=(None, 0))(base_key, row_ids))
-      loop = jax.device_put(loop, shd.replicated(self.mesh))
-      placed = [jax.device_put(a, self.batch_sharding) for a in (tokens, positions, segments)]
+      keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(base_key, jnp.asarray(idx, jnp.int32))
+      state, loop, decode_fn = self.start(params, [prompts[i] for i in idx],
+                                          [max_new[i] for i in idx], keys, rows=rows,
+                                          prompt_len=p, budget=n, sp=sp, use_cache=use_cache)
       with shd.activate(self.mesh):
-        state = prefill_fn(params, *placed)
         cut = {}  # row -> generated-token count at which a stop string ended it
         while True:
           step = int(self._fetch(loop.step))

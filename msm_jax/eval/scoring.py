@@ -31,6 +31,9 @@ class ScoreRecord:
   logprob_mean: float  # per continuation token
   num_tokens: int
   is_greedy: bool  # every continuation token is the argmax of its distribution
+  token_logprobs: tuple = ()  # per continuation token (the server's echo/logprobs)
+  top_tokens: tuple = ()  # per continuation token: the argmax id of its distribution
+  top_logprobs: tuple = ()  # and that id's log-prob
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +58,8 @@ def rows_for(length: int, tokens_per_batch: int, shards: int) -> int:
 
 def score_batch(model_def, params, inputs_BxT, positions_BxT, segment_ids_BxT, targets_BxT,
                 weights_BxT):
-  """Per row: sum of target log-probs where weight is 1, and whether each was the argmax."""
+  """Per row: sum of target log-probs where weight is 1, and whether each was the argmax; per
+  token: the target's log-prob, the argmax id and its log-prob."""
   logits_BxTxV, _ = model_def.apply(params, inputs_BxT, positions_BxT, segment_ids_BxT)
   logz_BxT = jax.nn.logsumexp(logits_BxTxV, axis=-1)
   target_BxT = jnp.take_along_axis(logits_BxTxV, targets_BxT[..., None], axis=-1)[..., 0]
@@ -63,7 +67,9 @@ def score_batch(model_def, params, inputs_BxT, positions_BxT, segment_ids_BxT, t
   logprob_B = jnp.sum(jnp.where(on_BxT, target_BxT - logz_BxT, 0.0), axis=-1)
   hit_BxT = jnp.argmax(logits_BxTxV, axis=-1) == targets_BxT
   greedy_B = jnp.all(hit_BxT | ~on_BxT, axis=-1)
-  return logprob_B, greedy_B
+  top_BxT = jnp.argmax(logits_BxTxV, axis=-1).astype(jnp.int32)
+  return (logprob_B, greedy_B, target_BxT - logz_BxT, top_BxT,
+          jnp.max(logits_BxTxV, axis=-1) - logz_BxT)
 
 
 class Scorer:
@@ -77,7 +83,7 @@ class Scorer:
     rep = shd.replicated(mesh)
     self._fn = jax.jit(functools.partial(score_batch, model_def),
                        in_shardings=(param_shardings,) + (self.batch_sharding,) * 5,
-                       out_shardings=(rep, rep))
+                       out_shardings=(rep,) * 5)
 
   def batches(self, lengths: Sequence[int]):
     """Yield (row length, [pair indices]) over pairs sorted longest first."""
@@ -127,11 +133,14 @@ class Scorer:
 
 def _collect(item, pairs, out) -> None:
   """Fetch one dispatched batch's scores into `out`."""
-  idx, (logprob_B, greedy_B) = item
-  logprob_B, greedy_B = jax.device_get((logprob_B, greedy_B))
+  idx, arrays = item
+  logprob_B, greedy_B, tok_BxT, top_BxT, top_lp_BxT = jax.device_get(arrays)
   for r, i in enumerate(idx):
-    n = len(pairs[i][1])
-    out[i] = ScoreRecord(float(logprob_B[r]), float(logprob_B[r]) / n, n, bool(greedy_B[r]))
+    ctx, cont = pairs[i]
+    n, on = len(cont), slice(len(ctx) - 1, len(ctx) + len(cont) - 1)
+    out[i] = ScoreRecord(float(logprob_B[r]), float(logprob_B[r]) / n, n, bool(greedy_B[r]),
+                         tuple(tok_BxT[r, on].tolist()), tuple(top_BxT[r, on].tolist()),
+                         tuple(top_lp_BxT[r, on].tolist()))
 
 
 def choose(order_scores_CxO) -> ChoiceRecord:
