@@ -24,7 +24,6 @@ import jax
 import orbax.checkpoint as ocp
 
 from msm_io import paths
-
 from msm_jax import sharding as shd
 from msm_jax.config import from_json, to_json
 from msm_jax.data.shards import DataRestore, DataSave, ShardedDataHandler
@@ -62,7 +61,8 @@ class Checkpointer:
       absl_logging.set_verbosity(absl_logging.ERROR)
     try:
       self.manager = ocp.CheckpointManager(
-          paths.native(self.directory), options=options, item_names=("state", "config", "meta", "data"),
+          paths.native(self.directory), options=options,  # tensorstore resolves gs:// itself
+          item_names=("state", "config", "meta", "data"),
           item_handlers={"data": ShardedDataHandler()})
     finally:
       absl_logging.set_verbosity(quiet)

@@ -15,12 +15,13 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from msm_jax import config as config_lib
 from msm_io import paths
+from msm_jax import config as config_lib
 from msm_jax import distributed
 from msm_jax import sharding as shd
 from msm_jax.checkpoint import Checkpointer, Run, abstract_like, open_run
-from msm_jax.data.pipeline import TOKENIZER_FILE, build_tokenizer, make_eval_batches, make_train_iterator
+from msm_jax.data.pipeline import (TOKENIZER_FILE, build_tokenizer, make_eval_batches,
+                                   make_train_iterator)
 from msm_jax.data.tokenizer import load_tokenizer_file, save_tokenizer_file
 from msm_jax.flops import measure_matmul_peak, train_flops_per_token
 from msm_jax.metrics import MetricsWriter
