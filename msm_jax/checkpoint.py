@@ -4,8 +4,9 @@ Layout: `<workdir>/checkpoints/<step>/{state, config, meta, data}`. `state` rest
 mesh (the caller passes the target shardings), `config` is the run config as JSON, `meta` holds
 the stage, step and the tokenizer itself (`tokenizer_kind` and its bytes, so a checkpoint alone
 can be scored), and `data` is the Grain iterator state of every data shard (one file per host;
-msm_jax/data/shards.py), so a resumed run, on any host count, continues from the exact next batch. Saves are async and atomic (orbax writes to a temporary directory and
-renames it when complete).
+msm_jax/data/shards.py), so a resumed run, on any host count, continues from the exact next
+batch. Saves are async and atomic (orbax writes to a temporary directory and renames it when
+complete).
 
 Every reader of a run goes through `open_run` (or `Checkpointer.open_run`): resume, `init_from`
 and evaluation alike.
