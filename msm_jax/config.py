@@ -116,6 +116,7 @@ def base_config() -> ml_collections.ConfigDict:
       num_epochs=0,  # 0 repeats forever
       prefetch=2,
       worker_count=0,  # grain worker processes; 0 reads in the main process
+      shards=0,  # data shards (msm_jax/data/shards.py); 0 = process count at the run's start
   ))
   return c
 
@@ -261,7 +262,7 @@ FIELD_RULES = {
     "data.kind": _one_of("auto", "documents", "chats"), "data.text_field": _NAME,
     "data.tokenizer": _STR, "data.chat_template": _one_of("msm", "llama3", "chatml"),
     "data.add_bos": _BOOL, "data.shuffle": _BOOL, "data.num_epochs": _int(0),
-    "data.prefetch": _int(0), "data.worker_count": _int(0),
+    "data.prefetch": _int(0), "data.worker_count": _int(0), "data.shards": _int(0),
 }
 
 

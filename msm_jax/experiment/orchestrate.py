@@ -61,6 +61,8 @@ def stage_key(cfg, parent_key: str = "") -> str:
   if d["model"]["attention_impl"] == "auto" and jax.default_backend() == "cpu":
     d["model"]["attention_impl"] = "xla"  # auto is the XLA reference on CPU (msm_jax.attention)
   d["data"]["train"] = [file_sha256(f) for f in cfg.data.train]
+  if d["data"].get("shards", 0) in (0, 1) and jax.process_count() == 1:
+    d["data"].pop("shards", None)  # one data shard: the order keys hashed before shards existed
   d["init_from"] = parent_key
   return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -173,7 +175,8 @@ class Experiment:
     info = {"label": label, "key": key, "stage": cfg.stage, "steps": cfg.steps,
             "seconds": round(secs, 2), "loss": result.last_metrics.get("loss"),
             "mfu": float(np.median(mfu)) if mfu else None}
-    atomic_write_text(done, json.dumps(info, indent=1))
+    if jax.process_index() == 0:  # written once in a multi-host job
+      atomic_write_text(done, json.dumps(info, indent=1))
     self._time("train", label, t, cached=False, steps=cfg.steps, mfu=info["mfu"])
     return key, run
 
