@@ -52,7 +52,7 @@ def stage_config(exp, stage: str, files, weights=(), init_from: str = "", seed: 
 
 def stage_key(cfg, parent_key: str = "") -> str:
   """Content address of a stage: its config without paths or logging, its data, its parent."""
-  d = cfg.to_dict()
+  d = config_lib.without_neutral(cfg.to_dict())
   for key in config_lib.EXECUTION_KEYS:
     d.pop(key, None)
   # "auto" execution choices hashed as what runs on this backend, which is what the keys hashed
