@@ -1,6 +1,9 @@
 """Small file helpers. Every write is atomic (tmp file + rename) so an interrupted run never
 leaves a half-written file that a later run would mistake for finished work; jsonl readers name
-file:line on bad input; content hashes key caches."""
+file:line on bad input; content hashes key caches. Paths go through `msm_io.paths`, so a
+`gs://` path works too: there the temporary object is renamed through epath (on GCS a rename is
+a copy and a delete, fine for the small files written here; a reader sees the old object or the
+new one, never a part)."""
 
 from __future__ import annotations
 
@@ -8,11 +11,17 @@ import hashlib
 import json
 import os
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from msm_io import paths
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+  if paths.is_uri(path):
+    _atomic_write_uri(paths.path(path), data)
+    return
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -33,6 +42,18 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     raise
 
 
+def _atomic_write_uri(path, data: bytes) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+  try:
+    tmp.write_bytes(data)
+    tmp.replace(path)
+  except BaseException:
+    if tmp.exists():
+      tmp.unlink()
+    raise
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
   atomic_write_bytes(path, text.encode("utf-8"))
 
@@ -48,7 +69,7 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def read_json(path: str | os.PathLike, default: Any = None) -> Any:
   try:
-    with open(path, encoding="utf-8") as f:
+    with paths.path(path).open("r", encoding="utf-8") as f:
       return json.load(f)
   except FileNotFoundError:
     return default
@@ -66,7 +87,7 @@ def iter_jsonl(path: str | os.PathLike, error: type[Exception] = ValueError
                ) -> Iterator[tuple[int, dict]]:
   """Yields (line number, object) for each non-blank line; a line that is not a JSON object
   raises `error` naming file:line, so every reader of jsonl reports bad input the same way."""
-  with open(path, "rb") as f:
+  with paths.path(path).open("rb") as f:
     for lineno, raw in enumerate(f, 1):
       try:
         line = raw.decode("utf-8")
@@ -92,7 +113,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 def file_sha256(path: str | os.PathLike) -> str:
   """Hex sha256 of a file's bytes, read in 1 MiB blocks (corpora can be large)."""
   h = hashlib.sha256()
-  with open(path, "rb") as f:
+  with paths.path(path).open("rb") as f:
     for block in iter(lambda: f.read(1 << 20), b""):
       h.update(block)
   return h.hexdigest()

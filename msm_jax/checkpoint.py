@@ -3,9 +3,10 @@
 Layout: `<workdir>/checkpoints/<step>/{state, config, meta, data}`. `state` restores onto any
 mesh (the caller passes the target shardings), `config` is the run config as JSON, `meta` holds
 the stage, step and the tokenizer itself (`tokenizer_kind` and its bytes, so a checkpoint alone
-can be scored), and `data` is the Grain iterator state of every host, so a resumed run continues
-from the exact next batch. Saves are async and atomic (orbax writes to a temporary directory and
-renames it when complete).
+can be scored), and `data` is the Grain iterator state of every data shard (one file per host;
+msm_jax/data/shards.py), so a resumed run, on any host count, continues from the exact next
+batch. Saves are async and atomic (orbax writes to a temporary directory and renames it when
+complete).
 
 Every reader of a run goes through `open_run` (or `Checkpointer.open_run`): resume, `init_from`
 and evaluation alike.
@@ -27,14 +28,15 @@ import json
 import re
 from pathlib import Path
 
-import grain
 from absl import logging as absl_logging
 import jax
 import orbax.checkpoint as ocp
 
+from msm_io import paths
 from msm_jax import lora as lora_lib
 from msm_jax import sharding as shd
 from msm_jax.config import from_json, to_json
+from msm_jax.data.shards import DataRestore, DataSave, ShardedDataHandler
 from msm_jax.data.tokenizer import load_tokenizer_bytes
 from msm_jax.model import ModelDef
 from msm_jax.model_config import ModelConfig
@@ -67,7 +69,7 @@ class Checkpointer:
   """An orbax CheckpointManager for one run directory."""
 
   def __init__(self, directory, *, keep: int = 3, async_save: bool = True, read_only=False):
-    self.directory = Path(directory).absolute()
+    self.directory = paths.path(directory)
     if not read_only and any(c in str(self.directory) for c in "[]"):
       # tensorstore reads such paths as patterns: the save succeeds, every restore fails
       raise CheckpointError(f"checkpoint directory {self.directory}: '[' or ']' in the path cannot "
@@ -81,8 +83,9 @@ class Checkpointer:
       absl_logging.set_verbosity(absl_logging.ERROR)
     try:
       self.manager = ocp.CheckpointManager(
-          self.directory, options=options, item_names=("state", "config", "meta", "data"),
-          item_handlers={"data": grain.checkpoint.CheckpointHandler()})
+          paths.native(self.directory), options=options,  # tensorstore resolves gs:// itself
+          item_names=("state", "config", "meta", "data"),
+          item_handlers={"data": ShardedDataHandler()})
     finally:
       absl_logging.set_verbosity(quiet)
 
@@ -101,7 +104,7 @@ class Checkpointer:
              "config": ocp.args.JsonSave(json.loads(to_json(cfg))),
              "meta": ocp.args.JsonSave(meta)}
     if data_iter is not None:
-      items["data"] = grain.checkpoint.CheckpointSave(data_iter)
+      items["data"] = DataSave(data_iter)
     with self._disk_errors(step):
       self.manager.save(int(step), args=ocp.args.Composite(**items), force=True)
     self._saving = int(step)
@@ -151,7 +154,7 @@ class Checkpointer:
 
 def find_checkpoint(path) -> tuple[Path, int | None]:
   """A run workdir, its `checkpoints/` dir, or one step's dir -> (checkpoints dir, step)."""
-  path = Path(path).absolute()
+  path = paths.path(path)
   if (path / "checkpoints").is_dir():
     return path / "checkpoints", None
   if (path / "state").is_dir() and path.name.isdigit():
@@ -283,7 +286,7 @@ class Run:
     iterator's position in place): what resuming needs."""
     items = {"state": ocp.args.StandardRestore(abstract_state)}
     if data_iter is not None:
-      items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+      items["data"] = DataRestore(data_iter)
     return self._ckpt.manager.restore(self.step, args=ocp.args.Composite(**items))["state"]
 
   def close(self):

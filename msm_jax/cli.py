@@ -24,6 +24,7 @@ SUBCOMMANDS = (
     ("msm_jax.interop.hf_import", "add_import_parser"),
     ("msm_jax.interop.hf_export", "add_export_parser"),
     ("msm_jax.serve.cli", "add_serve_parser"),
+    ("msm_jax.launch_local", "add_launch_local_parser"),
 )
 
 
@@ -50,6 +51,9 @@ def split_config_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
   i = 0
   while i < len(argv):
     arg = argv[i]
+    if arg == "--":  # what follows is another command's (msm launch-local -- msm train ...)
+      rest.extend(argv[i:])
+      break
     if arg.startswith("--config."):
       key = arg[len("--config."):]
       if "=" in key:

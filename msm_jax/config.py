@@ -21,6 +21,28 @@ import ml_collections
 from msm_jax.model_config import ModelConfig
 
 STAGES = ("pretrain", "midtrain", "finetune")
+# Keys added after experiment stage keys existed, with the value under which a run computes what it
+# computed before the key existed: a stage key leaves such a key out while it has that value, so
+# a new switch that is off does not invalidate every cached stage.
+NEUTRAL_VALUES = {
+    "model.qkv_bias": False, "model.qk_norm": False, "model.rope_scaling": "",
+    "model.rope_factor": 8.0, "model.rope_low_freq_factor": 1.0,
+    "model.rope_high_freq_factor": 4.0, "model.rope_original_context": 8192,
+}
+
+
+def without_neutral(d: dict) -> dict:
+  """`cfg.to_dict()` without the NEUTRAL_VALUES keys that hold their neutral value (in place)."""
+  for dotted, neutral in NEUTRAL_VALUES.items():
+    *parents, leaf = dotted.split(".")
+    node = d
+    for part in parents:
+      node = node.get(part, {})
+    if leaf in node and node[leaf] == neutral:
+      del node[leaf]
+  return d
+
+
 # Top-level keys that choose how a run executes and reports, not what it computes (the model's
 # own execution keys are `model_config.EXECUTION_KEYS`): experiment stage keys ignore them.
 # `nonfinite`/`max_skipped_steps` are here too: they decide what a diverging run does, and a
@@ -129,6 +151,7 @@ def base_config() -> ml_collections.ConfigDict:
       num_epochs=0,  # 0 repeats forever
       prefetch=2,
       worker_count=0,  # grain worker processes; 0 reads in the main process
+      shards=0,  # data shards (msm_jax/data/shards.py); 0 = process count at the run's start
   ))
   return c
 
@@ -274,7 +297,7 @@ FIELD_RULES = {
     "data.kind": _one_of("auto", "documents", "chats"), "data.text_field": _NAME,
     "data.tokenizer": _STR, "data.chat_template": _one_of("msm", "llama3", "chatml"),
     "data.add_bos": _BOOL, "data.shuffle": _BOOL, "data.num_epochs": _int(0),
-    "data.prefetch": _int(0), "data.worker_count": _int(0),
+    "data.prefetch": _int(0), "data.worker_count": _int(0), "data.shards": _int(0),
 }
 
 

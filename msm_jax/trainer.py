@@ -15,15 +15,18 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from msm_io import paths
 from msm_jax import config as config_lib
+from msm_jax import distributed
 from msm_jax import sharding as shd
 from msm_jax.checkpoint import (Checkpointer, Run, abstract_like, lora_base_record, open_run,
                                 restore_lora_base)
 from msm_jax.divergence import NonFiniteGuard
 from msm_jax.resume import restore_newest
 from msm_jax.run_guard import WorkdirLock, deferred_interrupt
-from msm_jax.data.pipeline import build_tokenizer, make_eval_batches, make_train_iterator
-from msm_jax.data.tokenizer import save_tokenizer_file
+from msm_jax.data.pipeline import (TOKENIZER_FILE, build_tokenizer, make_eval_batches,
+                                   make_train_iterator)
+from msm_jax.data.tokenizer import load_tokenizer_file, save_tokenizer_file
 from msm_jax.flops import measure_matmul_peak, train_flops_per_token
 from msm_jax.metrics import MetricsWriter
 from msm_jax.lora import LoraModel, model_for
@@ -127,7 +130,7 @@ def _tokenizer(cfg, workdir: Path, continued: Run | None):
   if continued is not None and not cfg.data.tokenizer:
     tokenizer = continued.tokenizer
   else:
-    tokenizer = build_tokenizer(cfg, workdir)
+    tokenizer = _build_tokenizer_once(cfg, workdir)
     if (continued is not None and continued.has_tokenizer
         and continued.tokenizer.to_bytes() != tokenizer.to_bytes()):
       raise config_lib.ConfigError(
@@ -136,8 +139,18 @@ def _tokenizer(cfg, workdir: Path, continued: Run | None):
   if tokenizer.vocab_size > cfg.model.vocab_size:
     raise config_lib.ConfigError(f"config.model.vocab_size: {cfg.model.vocab_size} is smaller "
                                  f"than the tokenizer's {tokenizer.vocab_size} ({tokenizer.path})")
-  save_tokenizer_file(tokenizer, workdir)
+  if distributed.is_primary():
+    save_tokenizer_file(tokenizer, workdir)
   return tokenizer
+
+
+def _build_tokenizer_once(cfg, workdir):
+  """Process 0 trains (and writes) the tokenizer; the others read the file it wrote."""
+  if cfg.data.tokenizer or jax.process_count() == 1:
+    return build_tokenizer(cfg, workdir)
+  tokenizer = build_tokenizer(cfg, workdir) if distributed.is_primary() else None
+  distributed.barrier("msm-tokenizer")
+  return tokenizer or load_tokenizer_file(paths.path(workdir) / TOKENIZER_FILE)
 
 
 def evaluate(steps: StepFunctions, params, batches, mesh) -> float | None:
@@ -155,7 +168,7 @@ def train(cfg, workdir, devices=None) -> TrainResult:
   """Run (or resume) one stage in `workdir` on `devices` (default: all)."""
   devices = list(jax.devices() if devices is None else devices)
   config_lib.validate(cfg, len(devices))
-  workdir = Path(workdir).absolute()
+  workdir = paths.path(workdir)  # local or gs://: one path layer (msm_io.paths)
   workdir.mkdir(parents=True, exist_ok=True)
   primary = jax.process_index() == 0
   with WorkdirLock(workdir, enabled=primary):
@@ -234,6 +247,7 @@ def _train(cfg, workdir: Path, devices, primary: bool, ckpt: Checkpointer) -> Tr
       writer.write(record)
     guard.check(step, finite, record, kept=_kept(ckpt))
 
+  agree_stop = distributed.StopAgreement()  # every process stops at the same step
   with _Preemption() as preemption:
     for step in range(start + 1, cfg.steps + 1):
       batch = shd.host_local_to_global(next(data_iter), mesh)
@@ -244,7 +258,7 @@ def _train(cfg, workdir: Path, devices, primary: bool, ckpt: Checkpointer) -> Tr
       if cfg.eval_every and step % cfg.eval_every == 0 and step != cfg.steps:
         eval_loss = evaluate(steps, state.params, eval_batches, mesh)
         writer.write({"step": step, "eval_loss": eval_loss})
-      preempted = preemption.requested
+      preempted = agree_stop(preemption.requested)
       if step % cfg.checkpoint_every == 0 or step == cfg.steps or preempted:
         fetch(pending)  # this step's finite flag (a non-finite state is never saved), tokens_seen
         pending = None
@@ -273,8 +287,8 @@ def _kept(ckpt: Checkpointer) -> str:
 
 
 def run_train_command(args) -> int:
-  if args.distributed:  # multi-host (TPU pod, GPU cluster): one process per host
-    jax.distributed.initialize()
+  if args.distributed:  # multi-host (TPU pod, GPU/CPU cluster): one process per host
+    distributed.initialize(args.coordinator, args.num_processes, args.process_id)
   cfg = config_lib.load_config(args.config)
   cfg.stage = args.stage
   config_lib.apply_overrides(cfg, args.config_overrides)
@@ -297,5 +311,10 @@ def add_train_parser(subparsers) -> None:
   p.add_argument("--stage", required=True, choices=config_lib.STAGES)
   p.add_argument("--workdir", required=True, help="run directory (resumed if it has checkpoints)")
   p.add_argument("--distributed", action="store_true",
-                 help="call jax.distributed.initialize() first (multi-host TPU/GPU)")
+                 help="join a multi-host job first (one process per host): TPU pods "
+                 "detect their peers; elsewhere give the three flags below or MSM_COORDINATOR, "
+                 "MSM_NUM_PROCESSES, MSM_PROCESS_ID")
+  p.add_argument("--coordinator", help="with --distributed: host:port of process 0")
+  p.add_argument("--num-processes", type=int, help="with --distributed: number of processes")
+  p.add_argument("--process-id", type=int, help="with --distributed: this process's id")
   p.set_defaults(func=run_train_command)

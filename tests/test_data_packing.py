@@ -156,16 +156,16 @@ def test_restore_mid_epoch_gives_identical_batches(tok, prefetch):
 
 
 def test_orbax_checkpoint_handler_round_trip(tok, tmp_path):
-  import grain
   from etils import epath
+  from msm_jax.data.shards import DataRestore, DataSave, ShardedDataHandler
   cfg = config(prefetch=2, num_epochs=0)
   it = make_train_iterator(cfg, tok, process_index=0, process_count=1)
   take(it, 3)
-  handler = grain.checkpoint.CheckpointHandler()
-  handler.save(epath.Path(tmp_path), args=grain.checkpoint.CheckpointSave(it))
+  handler = ShardedDataHandler()  # the one msm_jax.checkpoint uses
+  handler.save(epath.Path(tmp_path), args=DataSave(it))
   expected = take(it, 4)
   restored = make_train_iterator(cfg, tok, process_index=0, process_count=1)
-  handler.restore(epath.Path(tmp_path), args=grain.checkpoint.CheckpointRestore(restored))
+  handler.restore(epath.Path(tmp_path), args=DataRestore(restored))
   for x, y in zip(expected, take(restored, 4)):
     np.testing.assert_array_equal(x["inputs"], y["inputs"])
   it.close()
@@ -192,6 +192,18 @@ def test_host_shards_are_disjoint_and_complete(tok, tmp_path):
     parts.append(doc_ids(batches))
   assert sorted(sum(parts, [])) == list(range(len(texts)))  # complete, nothing twice
   assert all(len(set(p)) == len(p) for p in parts)
+  # Data shards fix the order, not the host count: 2 hosts' rows side by side are the batches of
+  # one host running both shards; 3 hosts over 6 shards read disjoint shards too.
+  cfg.data.shards = 2
+  one = take(make_train_iterator(cfg, tok, process_index=0, process_count=1))
+  two = [take(make_train_iterator(cfg, tok, process_index=h, process_count=2)) for h in range(2)]
+  for whole, h0, h1 in zip(one, *two, strict=True):
+    for k in FEATURES:
+      np.testing.assert_array_equal(whole[k], np.concatenate([h0[k], h1[k]]))
+  cfg.data.shards = 6
+  parts = [doc_ids(take(make_train_iterator(cfg, tok, process_index=h, process_count=3)))
+           for h in range(3)]
+  assert sorted(sum(parts, [])) == list(range(len(texts)))
   with pytest.raises(ConfigError, match="config.batch_size"):
     make_train_iterator(cfg, tok, process_index=0, process_count=4)
 

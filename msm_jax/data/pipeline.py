@@ -8,9 +8,11 @@ then a weighted mix of the files (`config.data.train_weights`), first-fit packin
 this host's share of `config.batch_size`, and prefetch (a thread, or `worker_count` processes).
 With worker processes each worker packs its own slice of the records, so the batch order (and a
 saved iterator state) belongs to that worker count: keep it fixed across a resume.
-The returned iterator is a grain `DatasetIterator`: `get_state()` is a small JSON-able dict, and
-grain's orbax `CheckpointHandler` saves it next to the model, so a resumed run continues from the
-exact next batch.
+Hosts run data shards (`msm_jax.data.shards`): "host" above is data shard s of
+`config.data.shards`, so the batches do not depend on the number of hosts. The returned iterator's
+`get_state()` is a small JSON-able dict (every shard's grain state), saved next to the model by
+`ShardedDataHandler`, so a resumed run, on any number of hosts, continues from the exact next
+batch.
 
 Eval (`config.data.eval`): the same rows, in file order, one pass, packed into global batches of
 `config.batch_size` rows; each host keeps its own row slice, so the global batches do not depend
@@ -29,8 +31,11 @@ from pathlib import Path
 import grain
 from grain import experimental as gx
 
+from msm_io import paths
+
 from msm_jax.config import ConfigError
 from msm_jax.data import packing
+from msm_jax.data.shards import ShardedIterator
 from msm_jax.data.sources import CHATS, CorpusError, iter_texts, open_source, resolve_kind
 from msm_jax.data.tokenizer import load_tokenizer_file, train_tokenizer
 
@@ -64,7 +69,7 @@ def build_tokenizer(cfg, workdir):
   kind = resolve_kind(cfg.data.kind, cfg.stage)
   texts = itertools.chain.from_iterable(
       iter_texts(f, kind, cfg.data.text_field) for f in cfg.data.train)
-  return train_tokenizer(texts, Path(workdir) / TOKENIZER_FILE, int(cfg.model.vocab_size))
+  return train_tokenizer(texts, paths.path(workdir) / TOKENIZER_FILE, int(cfg.model.vocab_size))
 
 
 def example_transform(cfg, tokenizer, kind: str) -> grain.transforms.Map:
@@ -153,14 +158,21 @@ def _parse_absl_flags() -> None:
 
 
 def make_train_iterator(cfg, tokenizer, *, process_index=None, process_count=None):
-  """A checkpointable grain DatasetIterator of this host's batches [batch/hosts, seq_len].
+  """A checkpointable iterator of this host's batches [batch/hosts, seq_len], read from the data
+  shards that cover this host's rows (`msm_jax.data.shards`: the order is the same for any host
+  count).
 
   With config.data.num_epochs > 0 it ends after that many passes (the last batch padded with
   segment-0 rows); with several files it ends when the first file runs out.
   """
-  ds = make_train_dataset(cfg, tokenizer, process_index=process_index,
-                          process_count=process_count)
-  return iter(ds)
+  pi, pc = _hosts(process_index, process_count)
+  _local_batch(cfg, pc)  # fail now, not at the first batch
+
+  def make_shard(shard: int, num_shards: int):
+    return iter(make_train_dataset(cfg, tokenizer, process_index=shard, process_count=num_shards))
+
+  return ShardedIterator(make_shard, num_shards=int(cfg.data.get("shards", 0)),
+                         batch_size=int(cfg.batch_size), process_index=pi, process_count=pc)
 
 
 def make_eval_batches(cfg, tokenizer, num_batches=None, *, process_index=None,

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from msm_io import paths
 from msm_io.files import iter_jsonl
 
 DOCUMENTS, CHATS = "documents", "chats"
@@ -68,7 +69,7 @@ def _check_messages(messages: Any, where: str) -> list[dict]:
 
 def read_documents_jsonl(path, text_field: str = "text") -> list[str]:
   """The text of every line of a documents jsonl file."""
-  path = Path(path)
+  path = paths.path(path)
   texts = []
   for lineno, obj in iter_jsonl(path, CorpusError):
     if text_field not in obj:
@@ -88,7 +89,7 @@ def read_documents_jsonl(path, text_field: str = "text") -> list[str]:
 
 def read_chats_jsonl(path, text_field: str = "text") -> list[list[dict]]:
   """The message list of every line of a chats jsonl file."""
-  path = Path(path)
+  path = paths.path(path)
   chats = []
   for lineno, obj in iter_jsonl(path, CorpusError):
     where = f"{path}:{lineno}"
@@ -111,9 +112,9 @@ def split_tfds_spec(spec: str) -> tuple[Path, str]:
   """'DIR' or 'DIR:split' -> (version directory, split)."""
   path, split = str(spec), "train"
   head, sep, tail = path.rpartition(":")
-  if sep and head and "/" not in tail and Path(head).is_dir():
+  if sep and head and "/" not in tail and paths.path(head).is_dir():
     path, split = head, tail
-  directory = Path(path)
+  directory = paths.path(path)
   if not (directory / "dataset_info.json").is_file():
     version = lambda p: [int(x) if x.isdigit() else -1 for x in p.parent.name.split(".")]
     versions = sorted(directory.glob("*/dataset_info.json"), key=version)
@@ -169,7 +170,7 @@ class TfdsSource(Sequence):
 
 def is_tfds(spec: str) -> bool:
   head, sep, _ = str(spec).rpartition(":")
-  return Path(spec).is_dir() or bool(sep and head and Path(head).is_dir())
+  return paths.path(spec).is_dir() or bool(sep and head and paths.path(head).is_dir())
 
 
 def open_source(spec: str, kind: str, text_field: str = "text") -> Sequence:
@@ -178,7 +179,7 @@ def open_source(spec: str, kind: str, text_field: str = "text") -> Sequence:
     raise CorpusError(f"unknown corpus kind {kind!r}")
   if is_tfds(spec):
     return TfdsSource(spec, kind, text_field)
-  path = Path(spec)
+  path = paths.path(spec)
   if not path.is_file():
     raise CorpusError(f"corpus file not found: {spec}")
   if kind == DOCUMENTS:

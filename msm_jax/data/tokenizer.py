@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import sentencepiece as spm
 
+from msm_io import paths
 from msm_io.files import atomic_write_bytes
 from msm_jax.data.chat import ALL_SPECIAL_TOKENS
 
@@ -60,7 +61,7 @@ class Tokenizer:
 
   @classmethod
   def load(cls, path) -> "Tokenizer":
-    path = Path(path)
+    path = paths.path(path)
     if not path.is_file():
       raise FileNotFoundError(f"tokenizer model not found: {path}")
     return cls(path.read_bytes(), str(path))
@@ -140,7 +141,7 @@ def load_tokenizer_bytes(kind: str, blob: bytes, path: str = ""):
 def load_tokenizer_file(path):
   """A tokenizer file; its kind is the one whose file name has the same suffix (else
   sentencepiece, whose models come under any name)."""
-  path = Path(path)
+  path = paths.path(path)
   if not path.is_file():
     raise FileNotFoundError(f"tokenizer model not found: {path}")
   kind = next((k for k, v in TOKENIZER_KINDS.items()
@@ -152,7 +153,7 @@ def load_tokenizer_file(path):
 def save_tokenizer_file(tokenizer, directory) -> Path:
   """Write `tokenizer` into a run directory under its kind's file name (atomically; kept when
   the same bytes are already there), so every run directory carries the tokenizer it reads."""
-  dest = Path(directory) / tokenizer_kind(tokenizer.kind).file_name
+  dest = paths.path(directory) / tokenizer_kind(tokenizer.kind).file_name
   blob = tokenizer.to_bytes()
   if not dest.is_file() or dest.read_bytes() != blob:
     atomic_write_bytes(dest, blob)
@@ -176,7 +177,7 @@ def train_tokenizer(texts: Iterable[str], out_path, vocab_size: int, *,
   if vocab_size < need:
     raise TokenizerError(f"vocab_size {vocab_size} is too small: byte fallback and "
                      f"{len(special_tokens)} special tokens need at least {need}")
-  out_path = Path(out_path)
+  out_path = paths.path(out_path)
   counted = _NonEmpty(texts)
   writer = io.BytesIO()
   spm.set_random_generator_seed(int(seed))
@@ -194,10 +195,7 @@ def train_tokenizer(texts: Iterable[str], out_path, vocab_size: int, *,
       raise TokenizerError(f"cannot train a tokenizer for {out_path}: no non-empty texts") from e
     raise
   proto = writer.getvalue()
-  out_path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
-  tmp.write_bytes(proto)
-  os.replace(tmp, out_path)
+  atomic_write_bytes(out_path, proto)
   return Tokenizer(proto, str(out_path))
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from msm_io import paths as path_layer
+
 PNG_KEY = "msm_eval"
 
 
@@ -122,7 +124,8 @@ def plot(pairs, path: Path, title: str = "Evaluation") -> list[dict]:
     ax.axhline(0, color="black", linewidth=0.5)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
   fig.suptitle(f"{title} (bars: mean over items, whiskers: 95% bootstrap CI)", fontsize=10)
-  fig.savefig(path, dpi=110, metadata={PNG_KEY: json.dumps(drawn)})
+  with path_layer.path(path).open("wb") as f:  # local or gs://
+    fig.savefig(f, format="png", dpi=110, metadata={PNG_KEY: json.dumps(drawn)})
   return drawn
 
 
@@ -136,7 +139,7 @@ def write_report(results, out_dir, *, comparisons=(), title: str = "Evaluation")
 
   `comparisons`: dicts from `stats.compare`, each with `suite`, `a_name` and `b_name` added.
   """
-  out = Path(out_dir)
+  out = path_layer.path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   pairs = normalize(results)
   data = {"title": title, "results": [{"condition": c, **r.to_dict()} for c, r in pairs],

@@ -10,7 +10,6 @@ the evals that read it.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import re
@@ -61,7 +60,7 @@ def stage_config(exp, stage: str, files, weights=(), init_from: str = "", seed: 
 
 def stage_key(cfg, parent_key: str = "") -> str:
   """Content address of a stage: its config without paths or logging, its data, its parent."""
-  d = cfg.to_dict()
+  d = config_lib.without_neutral(cfg.to_dict())
   for key in config_lib.EXECUTION_KEYS:
     d.pop(key, None)
   # "auto" execution choices hashed as what runs on this backend, which is what the keys hashed
@@ -71,10 +70,9 @@ def stage_key(cfg, parent_key: str = "") -> str:
     d["model"]["attention_impl"] = "xla"  # auto is the XLA reference on CPU (msm_jax.attention)
   if not d.get("lora", {}).get("rank"):  # LoRA off hashes as before the lora block existed
     d.pop("lora", None)
-  for f in dataclasses.fields(ModelConfig):  # so do the imported-architecture switches
-    if f.default is not dataclasses.MISSING and d["model"].get(f.name, f.default) == f.default:
-      d["model"].pop(f.name, None)
   d["data"]["train"] = [file_sha256(f) for f in cfg.data.train]
+  if d["data"].get("shards", 0) in (0, 1) and jax.process_count() == 1:
+    d["data"].pop("shards", None)  # one data shard: the order keys hashed before shards existed
   d["init_from"] = parent_key
   return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -199,7 +197,8 @@ class Experiment:
     info = {"label": label, "key": key, "stage": cfg.stage, "steps": cfg.steps,
             "seconds": round(secs, 2), "loss": result.last_metrics.get("loss"),
             "mfu": float(np.median(mfu)) if mfu else None}
-    atomic_write_text(done, json.dumps(info, indent=1))
+    if jax.process_index() == 0:  # written once in a multi-host job
+      atomic_write_text(done, json.dumps(info, indent=1))
     self._time("train", label, t, cached=False, steps=cfg.steps, mfu=info["mfu"])
     return key, run
 

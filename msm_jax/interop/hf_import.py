@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from msm_io import paths
 from msm_jax import config as config_lib
 from msm_jax import sharding as shd
 from msm_jax.interop import hf_config, hf_layout
@@ -141,7 +142,7 @@ def import_hf(source, workdir, *, mesh_axes: dict | None = None, param_dtype: st
   from msm_jax.optim import make_optimizer  # noqa: PLC0415
   from msm_jax.train_step import TrainState, state_shardings  # noqa: PLC0415
 
-  source, workdir = Path(source), Path(workdir).absolute()
+  source, workdir = Path(source), paths.path(workdir)  # workdir may be gs://
   hf = hf_config.read_config_json(source)
   cfg = import_config(hf, str(source / "config.json"), param_dtype)
   for axis, size in (mesh_axes or {}).items():
