@@ -108,9 +108,10 @@ def _packing_bins(rows_per_batch: int) -> int:
   return max(4 * rows_per_batch, 32)
 
 
-def make_train_dataset(cfg, tokenizer, *, process_index=None,
-                       process_count=None) -> grain.IterDataset:
-  """The training pipeline as a grain IterDataset (see the module docstring)."""
+def make_train_dataset(cfg, tokenizer, *, process_index=None, process_count=None,
+                       opened: dict | None = None) -> grain.IterDataset:
+  """The training pipeline as a grain IterDataset (see the module docstring). `opened`: the
+  train files already read ({spec: records}), shared by the data shards of one iterator."""
   pi, pc = _hosts(process_index, process_count)
   local = _local_batch(cfg, pc)
   if not cfg.data.train:
@@ -123,7 +124,7 @@ def make_train_dataset(cfg, tokenizer, *, process_index=None,
   for i, spec in enumerate(cfg.data.train):
     if weights[i] == 0:
       continue
-    records = open_source(spec, kind, cfg.data.text_field)
+    records = opened[spec] if opened else open_source(spec, kind, cfg.data.text_field)
     ds = grain.MapDataset.source(records)[pi::pc]
     if len(ds) == 0:
       raise CorpusError(f"{spec}: {len(records)} records leave host {pi} of {pc} with none")
@@ -167,9 +168,17 @@ def make_train_iterator(cfg, tokenizer, *, process_index=None, process_count=Non
   """
   pi, pc = _hosts(process_index, process_count)
   _local_batch(cfg, pc)  # fail now, not at the first batch
+  if not cfg.data.train:
+    raise ConfigError("config.data.train: no training files given")
+  kind = resolve_kind(cfg.data.kind, cfg.stage)
+  # Every train file is read (and each record checked) now, once, before any step: the shards are
+  # built lazily (their count may come from the checkpoint being resumed) and share these.
+  opened = {spec: open_source(spec, kind, cfg.data.text_field)
+            for spec, w in zip(cfg.data.train, _weights(cfg)) if w}
 
   def make_shard(shard: int, num_shards: int):
-    return iter(make_train_dataset(cfg, tokenizer, process_index=shard, process_count=num_shards))
+    return iter(make_train_dataset(cfg, tokenizer, process_index=shard, process_count=num_shards,
+                                   opened=opened))
 
   return ShardedIterator(make_shard, num_shards=int(cfg.data.get("shards", 0)),
                          batch_size=int(cfg.batch_size), process_index=pi, process_count=pc)
