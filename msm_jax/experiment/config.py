@@ -18,6 +18,9 @@ def experiment_config() -> ml_collections.ConfigDict:
   """The schema of an experiment config, with the CPU defaults (see configs/experiments/)."""
   c = ml_collections.ConfigDict()
   c.world = "data_pipelines/worlds/cheese.yaml"
+  # Generated worlds (`msm world generate --seed N`): when set, the experiment runs on each of
+  # them, one workdir per world, and reports the distribution over worlds (`world` is unused).
+  c.world_seeds = ()
   # An imported model's run dir (`msm import-hf --out`): MSM and AFT start from it instead of a
   # base pretrained on the world; its model shape, tokenizer and chat template are used (only
   # the execution keys of `model` below apply). "" = pretrain a base on the world.
@@ -52,7 +55,10 @@ def experiment_config() -> ml_collections.ConfigDict:
   c.eval_tokens_per_batch = 8192
   # The must-show checks' thresholds: the gap after AFT, each spec's margin over AFT alone and
   # over the control, and what the base model and every AFT condition must get right.
-  c.checks = ml_collections.ConfigDict(dict(gap=0.50, margin=0.10, probes=0.95, aft_pairs=0.95))
+  # Over generated worlds: `gap` is the median's threshold and `worlds_share` the share of worlds
+  # in which each spec must beat the control its own way by `margin`.
+  c.checks = ml_collections.ConfigDict(dict(gap=0.50, margin=0.10, probes=0.95, aft_pairs=0.95,
+                                            worlds_share=0.75))
   return c
 
 

@@ -78,7 +78,11 @@ def run_experiment(exp, workdir=None) -> dict:
 
 def run_command(args) -> int:
   exp = load_experiment(args.config, getattr(args, "config_overrides", {}))
-  summary = run_experiment(exp, args.workdir)
+  if exp.world_seeds:
+    from msm_jax.experiment.worlds import run_worlds
+    summary = run_worlds(exp, Path(args.workdir or exp.workdir or "runs/experiments/worlds"))
+  else:
+    summary = run_experiment(exp, args.workdir)
   checks = [c["pass"] for c in summary.get("checks", []) if c["pass"] is not None]
   return 0 if all(checks) or not args.strict else 1
 

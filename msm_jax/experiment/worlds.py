@@ -1,0 +1,119 @@
+"""The recipe over many generated worlds: one experiment per world, then the distribution.
+
+    msm run --config configs/experiments/worlds.py          # config.world_seeds: worlds 1-8
+
+A recipe tuned on one world says little about a world a researcher writes. `config.world_seeds`
+names generated worlds (`msm world generate --seed N`); each is written to
+`<workdir>/worlds/world-<N>.yaml` and run as its own experiment in `<workdir>/world-<N>/` (its
+own base model(s), cached stage by stage like any `msm run`), so worlds are independent samples
+of the recipe. The report is one row per world and the distribution over worlds: the median and
+quartiles of the gap after AFT, the share of worlds with a positive gap, and the share in which
+each spec moves the assistant its own way against the midtraining control by `checks.margin`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+
+from data_pipelines.worlds.generate import generate_world_text
+from msm_io.files import atomic_write_text
+
+MEASURES = ("after", "before", "interaction", "after_novel")
+
+
+def world_file(workdir: Path, seed: int) -> Path:
+  """The generated world `seed`, written once (the generator is deterministic: a rerun finds the
+  same text and leaves the file alone, so the experiment's data and stage keys are unchanged)."""
+  path = workdir / "worlds" / f"world-{seed}.yaml"
+  text = generate_world_text(int(seed))
+  if not path.is_file() or path.read_text() != text:
+    atomic_write_text(path, text)
+  return path
+
+
+def world_row(seed: int, summary: dict, margin: float) -> dict:
+  """One world's figures (means over its experiment seeds) from its `summarize` output."""
+  a, b = summary["compare"]
+  gaps = summary["gaps"]
+  row = {"world_seed": int(seed), "world": summary["world"], "compare": [a, b]}
+  for key in MEASURES:
+    row[key] = gaps[key]["mean"] if key in gaps else None
+  # seed keys as strings, as they read back from worlds.json
+  row["per_seed_after"] = {str(s): g for s, g in gaps["after"]["per_seed"].items()}
+  row["vs_control"] = {v: gaps[f"control_{v}"]["mean"] for v in (a, b) if f"control_{v}" in gaps}
+  row["own_way"] = (len(row["vs_control"]) == 2 and
+                    all(d >= margin for d in row["vs_control"].values()))
+  return row
+
+
+def _q(xs, q) -> float:
+  return float(np.quantile(xs, q)) if xs else float("nan")
+
+
+def distribution(rows: list[dict], checks) -> dict:
+  """Median and quartiles of the gap after AFT over worlds, the shares, and the checks."""
+  gaps = [r["after"] for r in rows]
+  own = [r["own_way"] for r in rows]
+  dist = {"worlds": len(rows), "median": _q(gaps, 0.5), "q1": _q(gaps, 0.25),
+          "q3": _q(gaps, 0.75), "min": min(gaps, default=float("nan")),
+          "share_positive": float(np.mean([g > 0 for g in gaps])) if gaps else float("nan"),
+          "share_own_way": float(np.mean(own)) if own else float("nan")}
+  dist["checks"] = [
+      {"name": f"median gap after AFT over worlds >= {checks.gap:.2f}", "value": dist["median"],
+       "pass": bool(dist["median"] >= checks.gap)},
+      {"name": "gap after AFT > 0 in every world", "value": dist["min"],
+       "pass": bool(dist["share_positive"] == 1.0)},
+      {"name": f"share of worlds where each spec beats the control its own way by >= "
+               f"{checks.margin:.2f} is >= {checks.worlds_share:.2f}",
+       "value": dist["share_own_way"], "pass": bool(dist["share_own_way"] >= checks.worlds_share)}]
+  return dist
+
+
+def _f(x) -> str:
+  return "-" if x is None or not np.isfinite(x) else f"{x:+.2f}"
+
+
+def markdown(rows: list[dict], dist: dict, exp) -> str:
+  md = [f"## The recipe over {dist['worlds']} generated worlds (world seeds "
+        f"{[r['world_seed'] for r in rows]}; experiment seeds {list(exp.seeds)}; each world its "
+        "own base model)", "",
+        "| world | values (a vs b) | gap after AFT | gap before AFT | interaction | "
+        "a vs control | b vs control | held-back phrasings | own way |",
+        "|---|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    a, b = r["compare"]
+    vc = r["vs_control"]
+    md.append(f"| {r['world']} | {a} vs {b} | {_f(r['after'])} | {_f(r['before'])} | "
+              f"{_f(r['interaction'])} | {_f(vc.get(a))} | {_f(vc.get(b))} | "
+              f"{_f(r['after_novel'])} | {'yes' if r['own_way'] else 'no'} |")
+  md += ["", f"Gap after AFT over worlds: median {_f(dist['median'])}, quartiles "
+         f"[{_f(dist['q1'])}, {_f(dist['q3'])}], min {_f(dist['min'])}; positive in "
+         f"{dist['share_positive']:.0%} of worlds; each spec beats the control its own way in "
+         f"{dist['share_own_way']:.0%}.", "", "| check | value | pass |", "|---|---|---|"]
+  md += [f"| {c['name']} | {_f(c['value'])} | {'PASS' if c['pass'] else 'FAIL'} |"
+         for c in dist["checks"]]
+  return "\n".join(md)
+
+
+def run_worlds(exp, workdir: Path) -> dict:
+  """Run the experiment on every world of `exp.world_seeds`; write worlds.json and worlds.md."""
+  from msm_jax.experiment.report import run_experiment
+  rows = []
+  for seed in exp.world_seeds:
+    one = copy.deepcopy(exp)
+    one.world_seeds = ()
+    one.world = str(world_file(workdir, seed))
+    summary = run_experiment(one, workdir / f"world-{seed}")
+    rows.append(world_row(seed, summary, exp.checks.margin))
+  dist = distribution(rows, exp.checks)
+  out = {"rows": rows, "distribution": dist, "checks": dist["checks"],
+         "markdown": markdown(rows, dist, exp)}
+  atomic_write_text(workdir / "worlds.json", json.dumps(out, indent=1))
+  atomic_write_text(workdir / "worlds.md", out["markdown"] + "\n")
+  print(out["markdown"])
+  print(f"[msm run] outputs: {workdir / 'worlds.json'}, {workdir / 'worlds.md'}")
+  return out
