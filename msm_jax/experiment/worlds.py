@@ -78,7 +78,8 @@ def _f(x) -> str:
 
 
 def markdown(rows: list[dict], dist: dict, exp) -> str:
-  md = [f"## The recipe over {dist['worlds']} generated worlds (world seeds "
+  md = [f"## The recipe over {dist['worlds']} generated world{'s' * (dist['worlds'] != 1)} "
+        f"(world seeds "
         f"{[r['world_seed'] for r in rows]}; experiment seeds {list(exp.seeds)}; each world its "
         "own base model)", "",
         "| world | values (a vs b) | gap after AFT | gap before AFT | interaction | "
@@ -94,7 +95,7 @@ def markdown(rows: list[dict], dist: dict, exp) -> str:
          f"[{_f(dist['q1'])}, {_f(dist['q3'])}], min {_f(dist['min'])}; positive in "
          f"{dist['share_positive']:.0%} of worlds; each spec beats the control its own way in "
          f"{dist['share_own_way']:.0%}.", "", "| check | value | pass |", "|---|---|---|"]
-  md += [f"| {c['name']} | {_f(c['value'])} | {'PASS' if c['pass'] else 'FAIL'} |"
+  md += [f"| {c['name']} | {_f(c['value']).lstrip('+')} | {'PASS' if c['pass'] else 'FAIL'} |"
          for c in dist["checks"]]
   return "\n".join(md)
 
