@@ -19,20 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
-from data_pipelines.worlds.generate import generate_world_text
+from data_pipelines.worlds.generate import write_worlds
 from msm_io.files import atomic_write_text
 
 MEASURES = ("after", "before", "interaction", "after_novel")
 
 
 def world_file(workdir: Path, seed: int) -> Path:
-  """The generated world `seed`, written once (the generator is deterministic: a rerun finds the
-  same text and leaves the file alone, so the experiment's data and stage keys are unchanged)."""
-  path = workdir / "worlds" / f"world-{seed}.yaml"
-  text = generate_world_text(int(seed))
-  if not path.is_file() or path.read_text() != text:
-    atomic_write_text(path, text)
-  return path
+  """The generated world `seed` under `workdir/worlds/` (the generator is deterministic: a rerun
+  writes the same bytes, so the experiment's data and stage keys are unchanged)."""
+  return write_worlds(workdir / "worlds" / f"world-{seed}.yaml", int(seed))[0]
 
 
 def world_row(seed: int, summary: dict, margin: float) -> dict:
