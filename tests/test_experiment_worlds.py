@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from msm_jax.config import ConfigError
 from msm_jax.experiment import experiment_config
 from msm_jax.experiment.worlds import distribution, run_worlds
 from tests.test_experiment import micro_config, trained
@@ -49,3 +50,11 @@ def test_worlds_sweep_runs_each_world_on_its_own_and_reruns_cached(tmp_path, cap
   again = run_worlds(c, tmp_path)  # cached: the same worlds, stage keys and numbers
   assert "[msm run] train" not in capsys.readouterr().out
   assert again["rows"] == out["rows"]
+
+
+def test_worlds_sweep_refuses_named_spec_values_before_writing_anything(tmp_path):
+  c = experiment_config()
+  c.world_seeds, c.spec_values = (3,), ("america",)
+  with pytest.raises(ConfigError, match=r"config\.spec_values=.*leave spec_values empty"):
+    run_worlds(c, tmp_path)
+  assert list(tmp_path.iterdir()) == []

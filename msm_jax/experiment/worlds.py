@@ -21,6 +21,7 @@ import numpy as np
 
 from data_pipelines.worlds.generate import write_worlds
 from msm_io.files import atomic_write_text
+from msm_jax.config import ConfigError
 
 MEASURES = ("after", "before", "interaction", "after_novel")
 
@@ -99,6 +100,9 @@ def markdown(rows: list[dict], dist: dict, exp) -> str:
 def run_worlds(exp, workdir: Path) -> dict:
   """Run the experiment on every world of `exp.world_seeds`; write worlds.json and worlds.md."""
   from msm_jax.experiment.report import run_experiment
+  if tuple(exp.spec_values):  # names of one world's values mean nothing in another
+    raise ConfigError(f"config.spec_values={tuple(exp.spec_values)}: a worlds sweep compares "
+                      "each generated world's own two values; leave spec_values empty")
   rows = []
   for seed in exp.world_seeds:
     one = copy.deepcopy(exp)
