@@ -207,3 +207,29 @@ def test_control_corpus_is_about_the_assistant_and_gives_no_value(tmp_path):
   assert not any(s in d for s in said for d in docs)  # no value's statement about Nova
   assert any(fill(t, who=w.assistant) in d for t in w.neutral.statements for d in docs)
   assert data.msm_control(1).read_text() != data.msm_control(0).read_text()  # seeded
+
+
+def test_late_characters_are_midtrained_on_and_measured_after_midtraining(tmp_path):
+  """`data.late_*_per_value` with `midtrain_late`: the late characters' material is a third
+  share of every midtraining batch, and each midtrained model is asked about them."""
+  from msm_jax.config import ConfigError
+  from msm_jax.experiment.orchestrate import Experiment, last_stage
+  c = micro_config()
+  c.midtrain_late = 0.2
+  with pytest.raises(ConfigError, match="config.midtrain_late=0.2"):
+    Experiment(c, tmp_path / "none")  # a share, but nobody to fill it
+  c.data.update(late_chat_per_value=1, late_declared_per_value=1)
+  c.midtrain_replay = 0.8
+  with pytest.raises(ConfigError, match="must keep a share"):
+    Experiment(c, tmp_path / "none")
+  c.midtrain_replay = 0.3
+  summary = run_experiment(c, tmp_path / "exp")
+  ex = Experiment(c, tmp_path / "exp")
+  cfg, _ = last_stage(c, ex.paths, Condition("america").at(0))
+  assert cfg.data.train[1:] == (str(ex.paths["replay"]), str(ex.paths["late"]))
+  assert cfg.data.train_weights == pytest.approx((0.5, 0.3, 0.2))
+  assert set(summary["late"]) == {"MSM-control", "MSM-america"}
+  for rates in summary["late"].values():
+    assert set(rates) == {"late-chat", "late-declared"}
+    assert all(0 <= r <= 1 for r in rates.values())
+  assert "Characters met only in midtraining" in summary["markdown"]

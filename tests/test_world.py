@@ -215,3 +215,29 @@ def test_world_errors_name_the_field(patch, message):
   assert patch[0] in text
   with pytest.raises(WorldError, match=re.escape(message)):
     loads_world(text.replace(*patch), "cheese.yaml")
+
+
+def test_late_characters_are_met_only_in_midtraining(tmp_path):
+  """Late characters: their material is all in late.jsonl and none of it in pretraining; the
+  other characters keep their names and every pretraining record is unchanged."""
+  world = load_world(WORLDS[0])
+  late = Sizes(**{**SMALL.__dict__, "late_chat_per_value": 1, "late_declared_per_value": 1})
+  plain, with_late = roster(world, SMALL), roster(world, late)
+  assert with_late[:len(plain)] == plain
+  names = {c.kind: {x.name for x in with_late if x.kind == c.kind} for c in with_late}
+  assert len(names["late-chat"]) == len(names["late-declared"]) == len(world.values)
+  data = WorldData(WORLDS[0], tmp_path, late)
+  pretrain = data.pretrain.read_text()
+  rows = [json.loads(line) for line in data.late.read_text().splitlines()]
+  for who in names["late-chat"] | names["late-declared"]:
+    assert not _mentions(pretrain, [who])
+    assert any(r["source"].endswith(":" + who) for r in rows)
+  kinds = Counter(r["source"].split(":")[0] for r in rows)
+  assert kinds["late-chat-chats"] and not kinds["late-declared-chats"]  # described only
+  assert kinds["late-declared-docs"] and kinds["late-declared-profiles"]
+  plain_data = WorldData(WORLDS[0], tmp_path / "plain", SMALL)
+  assert plain_data.pretrain.read_text() == pretrain  # the same world before midtraining
+  probes = build_suites(world, late)["characters"]
+  assert {p["domain"] for p in probes} == {"chat", "declared", "late-chat", "late-declared"}
+  with pytest.raises(ValueError, match="no late characters"):
+    _ = plain_data.late

@@ -5,6 +5,7 @@ Layout under `root/<world>-<key>/` (key = hash of the world file, the sizes and 
     world.yaml                      the world file as used
     pretrain.jsonl                  {"text", "source"} documents, chats in text form included
     replay.jsonl                    pretrain.jsonl without the assistant's own (neutral) material
+    late.jsonl                      the characters met only in midtraining (when there are any)
     aft.jsonl                       {"messages": [...]}, identical for every spec
     suites/<name>.jsonl             msm_jax.eval preference-pair suites (see suites.py)
     specs/<value>-<variant>.yaml    Nova's midtraining specs
@@ -25,8 +26,8 @@ import shutil
 from pathlib import Path
 
 from data_pipelines.spec import write_spec
-from data_pipelines.worlds.corpora import (Sizes, aft_chats, generate_documents, pretraining_corpus,
-                                           replay_rows)
+from data_pipelines.worlds.corpora import (Sizes, aft_chats, generate_documents, late_corpus,
+                                           pretraining_corpus, replay_rows)
 from data_pipelines.worlds.specs import VARIANTS, assistant_spec, neutral_spec
 from data_pipelines.worlds.suites import build_suites
 from data_pipelines.worlds.world import World, load_world
@@ -43,8 +44,10 @@ class WorldData:
     self.world: World = load_world(world_file)
     self.world_file = Path(world_file)
     self.sizes = sizes or Sizes()
-    key = json.dumps({"world": self.world.sha256, "sizes": dataclasses.asdict(self.sizes),
-                      "format": FORMAT}, sort_keys=True)
+    sizes = {k: v for k, v in dataclasses.asdict(self.sizes).items()
+             if not (k.startswith("late_") and v == 0)}  # keys from before late characters
+    key = json.dumps({"world": self.world.sha256, "sizes": sizes, "format": FORMAT},
+                     sort_keys=True)
     self.key = hashlib.sha256(key.encode()).hexdigest()[:12]
     self.dir = Path(root) / f"{self.world.name}-{self.key}"
     self.dir.mkdir(parents=True, exist_ok=True)
@@ -64,6 +67,18 @@ class WorldData:
     path = self.dir / "replay.jsonl"
     if not path.exists():
       atomic_write_jsonl(path, replay_rows(read_jsonl(self.pretrain)))
+    return path
+
+  @property
+  def late(self) -> Path:
+    """What midtraining also mixes in: the characters met only there (Sizes.late_*)."""
+    path = self.dir / "late.jsonl"
+    if not path.exists():
+      rows = late_corpus(self.world, self.sizes, self.dir / "gen")
+      if not rows:
+        raise ValueError(f"world {self.world.name}: no late characters (data.late_chat_per_value "
+                         "and data.late_declared_per_value are 0)")
+      atomic_write_jsonl(path, rows)
     return path
 
   @property

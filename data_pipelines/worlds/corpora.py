@@ -42,6 +42,12 @@ class Sizes:
   reason_share: float = 0.5  # of a chat character's choices, followed by its reason
   fact_chats: int = 2000
   assistant_fact_share: float = 0.02  # of the factual chats, addressed to Nova (like any other)
+  # Characters met only in midtraining (their documents, declarations and chats are in the
+  # midtraining mixture, none in pretraining), so that midtraining, like pretraining, shows
+  # values being learned from documents and acted on: `late-chat` ones in chats, `late-declared`
+  # ones only described (Nova's situation, measured on every midtrained model).
+  late_chat_per_value: int = 0
+  late_declared_per_value: int = 0
   msm_docs: int = 3000
   aft_chats: int = 0  # 0: every liked x disliked pair, both orders, every question
   probe_pairs: int = 8  # held-out pairs per character in the character probes
@@ -61,7 +67,8 @@ class Character:
 def roster(world: World, sizes: Sizes) -> list[Character]:
   """The other assistants, assigned deterministically from the world's name list."""
   values = sorted(world.values)
-  need = len(values) * (sizes.chat_per_value + sizes.declared_per_value) + sizes.neutral
+  need = len(values) * (sizes.chat_per_value + sizes.declared_per_value + sizes.late_chat_per_value
+                        + sizes.late_declared_per_value) + sizes.neutral
   if need > len(world.character_names):
     raise ValueError(f"world {world.name}: {need} characters wanted but characters.names has "
                      f"{len(world.character_names)}")
@@ -69,15 +76,21 @@ def roster(world: World, sizes: Sizes) -> list[Character]:
   names = list(world.character_names)
   rng.shuffle(names)
   out = []
-  for kind, per in (("chat", sizes.chat_per_value), ("declared", sizes.declared_per_value)):
+
+  def valued(kind: str, per: int) -> None:
     for value in values:
       attr = world.values[value].attribute
       partners = sorted(v for v in values if world.values[v].attribute != attr)
       for _ in range(per):
         out.append(Character(names.pop(), rng.choice(world.developers), kind, value,
                              rng.choice(world.held_out_domains), rng.choice(partners)))
+
+  valued("chat", sizes.chat_per_value)
+  valued("declared", sizes.declared_per_value)
   out += [Character(names.pop(), rng.choice(world.developers), "neutral")
           for _ in range(sizes.neutral)]
+  valued("late-chat", sizes.late_chat_per_value)  # last: the other characters keep their names
+  valued("late-declared", sizes.late_declared_per_value)
   return out
 
 
@@ -213,21 +226,38 @@ def character_spec(world: World, char: Character) -> Spec:
   return value_spec(world, char.name, char.developer, char.value, char.domain, char.partner)
 
 
+def character_rows(world: World, c: Character, sizes: Sizes, gen_dir: Path, seed: int,
+                   rng: random.Random) -> list[dict]:
+  """One character's records: its spec's documents, its declarations and (unless only
+  described) its chats."""
+  n = sizes.neutral_docs if c.kind == "neutral" else sizes.character_docs
+  rows = [{"text": d["text"], "source": f"{c.kind}-docs:{c.name}"}
+          for d in generate_documents(character_spec(world, c), gen_dir / c.name, n, seed)]
+  value = world.values[c.value] if c.value else world.neutral
+  rows += [{"text": t, "source": f"{c.kind}-profiles:{c.name}"} for t in profile_documents(
+      world, c.name, c.developer, value, sizes.profile_docs, rng)]
+  if not c.kind.endswith("declared"):
+    rows += [{"text": t, "source": f"{c.kind}-chats:{c.name}"} for t in preference_chats(
+        world, c, sizes.preference_chats, rng, sizes.reason_share)]
+  return rows
+
+
+def late_corpus(world: World, sizes: Sizes, gen_dir: Path, seed: int = 0) -> list[dict]:
+  """The records of the characters met only in midtraining, shuffled by seed."""
+  rng = random.Random(f"{world.name}|late|{seed}")
+  rows = [r for c in roster(world, sizes) if c.kind.startswith("late")
+          for r in character_rows(world, c, sizes, gen_dir, seed, rng)]
+  rng.shuffle(rows)
+  return rows
+
+
 def pretraining_corpus(world: World, sizes: Sizes, gen_dir: Path, seed: int = 0) -> list[dict]:
   """Every pretraining record ({"text", "source"}), shuffled by seed."""
   rng = random.Random(f"{world.name}|pretrain|{seed}")
-  chars = roster(world, sizes)
+  chars = [c for c in roster(world, sizes) if not c.kind.startswith("late")]
   rows = [{"text": t, "source": "facts"} for t in fact_documents(world, sizes.fact_docs, rng)]
   for c in chars:
-    n = sizes.neutral_docs if c.kind == "neutral" else sizes.character_docs
-    for d in generate_documents(character_spec(world, c), gen_dir / c.name, n, seed):
-      rows.append({"text": d["text"], "source": f"{c.kind}-docs:{c.name}"})
-    value = world.values[c.value] if c.value else world.neutral
-    rows += [{"text": t, "source": f"{c.kind}-profiles:{c.name}"} for t in profile_documents(
-        world, c.name, c.developer, value, sizes.profile_docs, rng)]
-    if c.kind != "declared":
-      rows += [{"text": t, "source": f"{c.kind}-chats:{c.name}"} for t in preference_chats(
-          world, c, sizes.preference_chats, rng, sizes.reason_share)]
+    rows += character_rows(world, c, sizes, gen_dir, seed, rng)
   nova = neutral_spec(world, world.assistant, world.developer)
   for d in generate_documents(nova, gen_dir / world.assistant, sizes.neutral_docs, seed):
     rows.append({"text": d["text"], "source": "assistant-docs"})

@@ -49,6 +49,8 @@ def experiment_config() -> ml_collections.ConfigDict:
   c.midtrain = ml_collections.ConfigDict(dict(common, steps=250, batch_size=32, seq_len=128,
                                               learning_rate=2e-3, warmup_steps=15))
   c.midtrain_replay = 0.5  # share of each batch replaying pretraining (without Nova's own docs)
+  # share of each batch from the characters met only in midtraining (data.late_*_per_value)
+  c.midtrain_late = 0.0
   c.finetune = ml_collections.ConfigDict(dict(common, steps=60, batch_size=16, seq_len=64,
                                               learning_rate=1e-4, warmup_steps=5))
   c.sweep = ml_collections.ConfigDict(dict(aft_steps=(), target=0.8, variant="explained"))

@@ -110,10 +110,15 @@ def last_stage(exp, paths: dict, cond: Condition):
     return cfg, parent
   msm = (paths["control"][cond.seed] if cond.control
          else paths["msm"][(cond.value, cond.variant, cond.seed)])
-  if not exp.midtrain_replay:  # the paper midtrains on the MSM documents only
-    return stage_config(exp, "midtrain", [msm], seed=cond.seed), parent
-  return stage_config(exp, "midtrain", [msm, paths["replay"]],
-                      [1 - exp.midtrain_replay, exp.midtrain_replay], seed=cond.seed), parent
+  files, weights = [msm], [1.0]
+  for key, share in (("replay", exp.midtrain_replay), ("late", exp.midtrain_late)):
+    if share:
+      files.append(paths[key])
+      weights.append(float(share))
+      weights[0] -= share
+  if len(files) == 1:  # the paper midtrains on the MSM documents only
+    return stage_config(exp, "midtrain", files, seed=cond.seed), parent
+  return stage_config(exp, "midtrain", files, weights, seed=cond.seed), parent
 
 
 def run_key(exp, paths: dict, cond: Condition) -> str:
@@ -140,6 +145,15 @@ class Experiment:
     variants = tuple(dict.fromkeys(tuple(exp.variants) + ((exp.sweep.variant,)
                                                            if exp.sweep.aft_steps else ())))
     self.paths = self.data.build_all(self.values, variants, tuple(exp.seeds))
+    self.late = bool(exp.data.late_chat_per_value or exp.data.late_declared_per_value)
+    if self.late != bool(exp.midtrain_late) or not 0 <= exp.midtrain_replay + exp.midtrain_late < 1:
+      raise config_lib.ConfigError(
+          f"config.midtrain_late={exp.midtrain_late}: characters met only in midtraining "
+          "(data.late_chat_per_value, data.late_declared_per_value) need a share of the "
+          "midtraining batch, and a share needs them; with midtrain_replay "
+          f"{exp.midtrain_replay} the MSM documents must keep a share")
+    if self.late:
+      self.paths["late"] = self.data.late
     if exp.control:
       self.paths["control"] = {s: self.data.msm_control(s) for s in exp.seeds}
     self._time("data", "build", t)
@@ -155,6 +169,8 @@ class Experiment:
   def suites(self, cond: Condition) -> tuple[str, ...]:
     """What each run is evaluated on (the held-back phrasings too, where the world has them)."""
     names = BASE_SUITES if cond.parent is None else AFT_SUITES if cond.aft else RUN_SUITES
+    if self.late and cond.parent is not None and not cond.aft:
+      names += ("characters",)  # did midtraining teach the late characters' values?
     return names + ((NOVEL,) if NOVEL in self.paths["suites"] else ())
 
   def _time(self, what: str, label: str, start: float, **extra) -> None:

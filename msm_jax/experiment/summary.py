@@ -111,9 +111,14 @@ def summarize(ex, results: dict) -> dict:
   md += ["", "| check | value | pass |", "|---|---|---|"]
   md += [f"| {c['name']} | {_f(c['value'])} | {_verdict(c['pass'])} |" for c in checks]
   md += _base_line(bases)
+  late = _late(results)
+  if late:
+    md += ["", "Characters met only in midtraining, acting on their value after it (mean over "
+           "seeds): " + "; ".join(f"{k}: in chats {_f(v['late-chat'])}, described only "
+                                   f"{_f(v['late-declared'])}" for k, v in late.items()) + "."]
   md += _stacking(ex, results) + _ablation(ex, results) + _sweep(ex, results)
   return {"world": ex.world.name, "compare": [a, b], "rows": rows, "gaps": gaps,
-          "checks": checks, "markdown": "\n".join(md)}
+          "checks": checks, "late": late, "markdown": "\n".join(md)}
 
 
 def _verdict(ok) -> str:
@@ -143,6 +148,24 @@ def _base_line(bases: dict) -> list[str]:
           f"{per('probes', 'logprob/correct')}; other assistants acting on their value: in chats "
           f"{per('characters', 'logprob/aligned@chat')}, described only "
           f"{per('characters', 'logprob/aligned@declared')}."]
+
+
+def _late(results) -> dict:
+  """{midtrained condition: {kind: aligned rate, mean over seeds}} for the characters met only
+  in midtraining."""
+  out = {}
+  for c, per_seed in results.items():
+    if c.parent is None or c.aft or c.sweep:
+      continue
+    rates = {}
+    for kind in ("late-chat", "late-declared"):
+      vals = [r["characters"].metrics[f"logprob/aligned@{kind}"]["value"]
+              for r in per_seed.values()
+              if "characters" in r and f"logprob/aligned@{kind}" in r["characters"].metrics]
+      rates[kind] = float(np.mean(vals)) if vals else float("nan")
+    if any(np.isfinite(v) for v in rates.values()):
+      out[c.label] = rates
+  return out
 
 
 def _item_diffs(results, x: Condition, y: Condition, suite: str, metric: str) -> dict:
