@@ -28,6 +28,7 @@ NEUTRAL_VALUES = {
     "model.qkv_bias": False, "model.qk_norm": False, "model.rope_scaling": "",
     "model.rope_factor": 8.0, "model.rope_low_freq_factor": 1.0,
     "model.rope_high_freq_factor": 4.0, "model.rope_original_context": 8192,
+    "body_lr_scale": 1.0,
 }
 
 
@@ -110,6 +111,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.adam_b1 = 0.9
   c.adam_b2 = 0.95
   c.adam_eps = 1e-8
+  # Step size of every parameter but the token embeddings, relative to the learning rate: below
+  # 1, a stage's new knowledge about a token (an assistant's name) is written into that token's
+  # embedding rather than spread over the body (docs/experiment.md, "Where the value lives").
+  c.body_lr_scale = 1.0
   c.z_loss = 0.0
   c.microbatches = 1  # gradient accumulation: batch_size is split into this many
   # A non-finite loss, gradient or parameter: "stop" the run at once (the last finite checkpoint
@@ -276,7 +281,8 @@ FIELD_RULES = {
     "weight_decay": _num(lambda v: v >= 0, ">= 0"), "grad_clip": _num(lambda v: v >= 0, ">= 0"),
     "adam_b1": _num(lambda v: 0 <= v < 1, "in [0, 1)"),
     "adam_b2": _num(lambda v: 0 <= v < 1, "in [0, 1)"),
-    "adam_eps": _num(lambda v: v > 0, "> 0"), "z_loss": _num(lambda v: v >= 0, ">= 0"),
+    "adam_eps": _num(lambda v: v > 0, "> 0"),
+    "body_lr_scale": _num(lambda v: 0 <= v <= 1, "in [0, 1]"), "z_loss": _num(lambda v: v >= 0, ">= 0"),
     "peak_flops": _num(lambda v: v >= 0, ">= 0"),
     "stage": _one_of(*STAGES), "init_from": _STR, "init_optimizer": _one_of("fresh", "keep"),
     "async_checkpoints": _BOOL, "progress_bar": _BOOL,
@@ -355,16 +361,19 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> None:
   if m.d_model % mesh["fsdp"]:
     raise ConfigError(f"config.model.d_model: {m.d_model} cannot be sharded over "
                       f"mesh.fsdp={mesh['fsdp']}")
-  _validate_lora(cfg.lora)
+  _validate_lora(cfg.lora, cfg.get("body_lr_scale", 1.0))
   if cfg.data.train_weights and len(cfg.data.train_weights) != len(cfg.data.train):
     raise ConfigError("config.data.train_weights: need one weight per file in config.data.train")
 
 
-def _validate_lora(lora) -> None:
+def _validate_lora(lora, cfg_body_lr_scale=1.0) -> None:
   if int(lora.rank) < 0:
     raise ConfigError(f"config.lora.rank: must be >= 0 (0 = off), got {lora.rank}")
   if not int(lora.rank):
     return
+  if float(cfg_body_lr_scale) != 1.0:
+    raise ConfigError("config.body_lr_scale: LoRA trains adapters only, not the embeddings; "
+                      f"leave it at 1 with lora.rank > 0 (got {cfg_body_lr_scale})")
   if float(lora.alpha) <= 0:
     raise ConfigError(f"config.lora.alpha: must be > 0, got {lora.alpha}")
   if not 0.0 <= float(lora.dropout) < 1.0:

@@ -199,3 +199,11 @@ def test_plan_counts_the_adapters_as_trained_and_the_base_as_frozen():
   assert p["param_count"] == lm.param_count()
   assert p["params_bytes"] == on_device(state.params)
   assert p["frozen_base_bytes"] == on_device(steps.base) > 0
+
+
+def test_body_lr_scale_is_refused_with_lora():
+  """LoRA trains no embeddings, so a slowed body would leave nothing at full rate."""
+  with pytest.raises(ConfigError, match=r"config\.body_lr_scale"):
+    validate(lora_cfg(body_lr_scale=0.1), 8)
+  with pytest.raises(ConfigError, match=r"config\.body_lr_scale"):
+    validate(tiny_cfg(body_lr_scale=1.5), 8)

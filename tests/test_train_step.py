@@ -96,3 +96,22 @@ def test_tiny_model_overfits_a_fixed_batch():
   b = packed_batch(np.random.default_rng(3), 8, 16, 64)
   losses, _, _ = run_steps(cfg, jax.devices()[:1], [b] * cfg.steps)
   assert losses[0] > 3.5 and losses[-1] < 0.05, (losses[0], losses[-1])
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.25])
+def test_body_lr_scale_scales_every_update_but_the_token_embeddings(scale):
+  rng = np.random.default_rng(4)
+  batches = [packed_batch(rng, 8, 16, 64) for _ in range(1)]
+  devices = jax.devices()[:1]
+  cfg = tiny_cfg(**{"mesh.data": 1, "warmup_steps": 0})
+  _, p1, s1 = run_steps(cfg, devices, batches)
+  _, ps, _ = run_steps(tiny_cfg(**{"mesh.data": 1, "warmup_steps": 0, "body_lr_scale": scale}),
+                       devices, batches)
+  p0 = jax.device_get(StepFunctions(cfg, ModelDef(cfg.model), shd.make_mesh(cfg, devices))
+                      .init_state(cfg.seed).params)
+  np.testing.assert_allclose(ps["embed"], p1["embed"], rtol=1e-6)  # first step: same Adam step
+  assert not np.allclose(p1["embed"], p0["embed"])
+  flat = lambda p: jax.tree_util.tree_flatten_with_path(p)[0]
+  for (path, full), (_, scaled), (_, init) in zip(flat(p1), flat(ps), flat(p0)):
+    if jax.tree_util.keystr(path) != "['embed']":
+      np.testing.assert_allclose(scaled - init, scale * (full - init), rtol=1e-4, atol=1e-7)

@@ -43,7 +43,7 @@ def experiment_config() -> ml_collections.ConfigDict:
   c.model.update(vocab_size=2048, d_model=128, n_layers=4, n_heads=4, n_kv_heads=4, mlp_dim=512,
                  tie_embeddings=False)
   common = dict(weight_decay=0.1, adam_b2=0.98, grad_clip=1.0, lr_final_fraction=0.1, seed=0,
-                checkpoint_every=200, log_every=20)
+                body_lr_scale=1.0, checkpoint_every=200, log_every=20)
   c.pretrain = ml_collections.ConfigDict(dict(common, steps=1000, batch_size=32, seq_len=128,
                                               learning_rate=2e-3, warmup_steps=30))
   c.midtrain = ml_collections.ConfigDict(dict(common, steps=250, batch_size=32, seq_len=128,
