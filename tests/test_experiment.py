@@ -233,3 +233,21 @@ def test_late_characters_are_midtrained_on_and_measured_after_midtraining(tmp_pa
     assert set(rates) == {"late-chat", "late-declared"}
     assert all(0 <= r <= 1 for r in rates.values())
   assert "Characters met only in midtraining" in summary["markdown"]
+
+
+def test_name_transplant_reads_the_groups_off_the_corpus_and_refuses_split_names(first_run):
+  """evals/name_transplant.py: its value groups are the roster's chat characters, and a name
+  the tokenizer splits (the micro vocabulary) is refused rather than half-swapped."""
+  from data_pipelines.worlds import Sizes, load_world
+  from data_pipelines.worlds.corpora import roster
+  from evals.name_transplant import chat_characters, transplant
+  workdir, _ = first_run
+  data_dir = next((workdir / "data").iterdir())
+  ex_sizes = Sizes(**micro_config().data.to_dict())
+  world = load_world(data_dir / "world.yaml")
+  want = {v: sorted(c.name for c in roster(world, ex_sizes) if c.kind == "chat" and c.value == v)
+          for v in world.compare}
+  assert chat_characters(data_dir, world) == want and all(want.values())
+  base = next((workdir / "runs").glob("base-s0-*"))
+  with pytest.raises(ValueError, match=r"the assistant's name 'Nova' is \d+ tokens"):
+    transplant(data_dir, base)
