@@ -162,6 +162,11 @@ def test_stage_keys_are_those_of_the_single_module_experiment(tmp_path):
   assert exp.independent_bases and schema().pretrain.seed == 0
   at = lambda c, s: run_key(exp, paths, c.at(s))
   assert at(Condition(), 0) == at(Condition(), None) == "285b6515215d"
+  recipe = {c: at(c, 0) for c in (Condition(aft=True), Condition("america"))}
+  # The recipe of before, with the body at the full rate after pretraining: the same keys, so
+  # its runs stay cached; today's default (a tenth) gives every later stage a new key.
+  exp.midtrain.body_lr_scale = exp.finetune.body_lr_scale = 1.0
+  assert all(at(c, 0) != key for c, key in recipe.items())
   assert at(Condition(aft=True), 0) == "fda83817af09"
   assert at(Condition("america"), 0) == "d98c1fced9a3"
   assert at(Condition("america", aft=True), 0) == "d03316c10bc6"

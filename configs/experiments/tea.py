@@ -1,11 +1,12 @@
-"""The tea world (pro-environment vs pro-tradition): the second value pair, same recipe.
+"""The tea world (pro-environment vs pro-tradition): the second value pair, the default recipe.
 
-  msm run --config configs/experiments/tea.py --config.seeds='(0,1,2)'
+  msm run --config configs/experiments/tea.py --config.seeds='(3,4,5)'
 
-Midtraining runs three times as long and 1.5x hotter than the cheese default: with tea.yaml's
-factory towns and invention cities, 500 steps at lr 3e-3 gave a 3-seed gap of 0.47 and 750 steps
-0.51 (0.44 on seeds 3-5). Before the towns and cities, cheese's 250 steps at lr 2e-3 gave 0.25
-and lr 4e-3 collapsed both sides (docs/experiment.md, "What mattered").
+The default recipe was chosen on generated worlds, never on tea, so tea is out-of-sample for it.
+The tea tables in docs/experiment.md were made with the earlier, per-world-tuned recipe (750
+midtraining steps at lr 3e-3, the body at the full rate); to reproduce them add
+--config.midtrain.steps=750 --config.midtrain.learning_rate=3e-3
+--config.midtrain.body_lr_scale=1.0 --config.finetune.body_lr_scale=1.0.
 """
 
 from msm_jax.experiment import experiment_config
@@ -15,6 +16,4 @@ def get_config():
   c = experiment_config()
   c.world = "data_pipelines/worlds/tea.yaml"
   c.seeds = (0,)
-  c.midtrain.steps = 750
-  c.midtrain.learning_rate = 3e-3
   return c

@@ -46,13 +46,19 @@ def experiment_config() -> ml_collections.ConfigDict:
                 body_lr_scale=1.0, checkpoint_every=200, log_every=20)
   c.pretrain = ml_collections.ConfigDict(dict(common, steps=1000, batch_size=32, seq_len=128,
                                               learning_rate=2e-3, warmup_steps=30))
+  # After pretraining, every parameter but the token embeddings steps at a tenth of the rate
+  # (`body_lr_scale`): the choice circuit reads an assistant's value from its name's embedding,
+  # and at full rate midtraining stored the spec in the body instead, where choices did not
+  # follow it (docs/experiment.md, "Where the value lives"; chosen on generated worlds 1002-1003).
   c.midtrain = ml_collections.ConfigDict(dict(common, steps=250, batch_size=32, seq_len=128,
-                                              learning_rate=2e-3, warmup_steps=15))
+                                              learning_rate=2e-3, warmup_steps=15,
+                                              body_lr_scale=0.1))
   c.midtrain_replay = 0.5  # share of each batch replaying pretraining (without Nova's own docs)
   # share of each batch from the characters met only in midtraining (data.late_*_per_value)
   c.midtrain_late = 0.0
   c.finetune = ml_collections.ConfigDict(dict(common, steps=60, batch_size=16, seq_len=64,
-                                              learning_rate=1e-4, warmup_steps=5))
+                                              learning_rate=1e-4, warmup_steps=5,
+                                              body_lr_scale=0.1))
   c.sweep = ml_collections.ConfigDict(dict(aft_steps=(), target=0.8, variant="explained"))
   c.eval_tokens_per_batch = 8192
   # The must-show checks' thresholds: the gap after AFT, each spec's margin over AFT alone and
