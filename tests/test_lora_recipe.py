@@ -51,3 +51,13 @@ def test_lora_off_keeps_the_stage_keys_of_configs_without_a_lora_block():
   assert "lora" not in old and stage_key(old) == key
   cfg.lora.rank = 8
   assert stage_key(cfg) != key
+
+
+def test_lora_on_the_default_recipe_names_the_body_lr_scale_to_change():
+  """The default slows the body and trains the embeddings, which LoRA does not train."""
+  exp = experiment_config()
+  exp.lora.rank = 8
+  with pytest.raises(config_lib.ConfigError, match=r"config\.midtrain\.body_lr_scale=0\.1"):
+    stage_config(exp, "midtrain", [])
+  exp.midtrain.body_lr_scale = exp.finetune.body_lr_scale = 1.0
+  assert stage_config(exp, "finetune", []).lora.rank == 8

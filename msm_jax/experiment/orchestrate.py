@@ -49,6 +49,12 @@ def stage_config(exp, stage: str, files, weights=(), init_from: str = "", seed: 
     cfg.data.chat_template, cfg.data.add_bos = base.data.chat_template, base.data.add_bos
   if stage != "pretrain":
     cfg.lora = ml_collections.ConfigDict(exp.lora.to_dict())
+    if int(cfg.lora.rank) and float(cfg.body_lr_scale) != 1.0:
+      block = STAGE_BLOCKS[stage]
+      raise config_lib.ConfigError(
+          f"config.{block}.body_lr_scale={cfg.body_lr_scale}: LoRA trains adapters only, not "
+          "the token embeddings; with lora.rank > 0 add --config.midtrain.body_lr_scale=1.0 "
+          "--config.finetune.body_lr_scale=1.0")
   cfg.data.train = tuple(str(f) for f in files)
   cfg.data.train_weights = tuple(float(w) for w in weights)
   cfg.init_from, cfg.init_optimizer = init_from, "fresh"
