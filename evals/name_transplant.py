@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -60,7 +59,7 @@ def heldout_rate(ev: Evaluator, items: list[dict], value: str) -> float:
 
 def transplant(data_dir: Path, run: Path) -> dict:
   world = load_world(data_dir / "world.yaml")
-  a, b = world.compare
+  a = world.compare[0]
   items = list(read_jsonl(data_dir / "suites" / "heldout.jsonl"))
   cfg, params, tok, mesh, _ = loading.load_checkpoint(run)
   table = np.asarray(params["embed"])

@@ -25,11 +25,9 @@ def scale_body(scale: float) -> optax.GradientTransformation:
   """Multiply every update but the input embedding table's by `scale`: with the body slowed,
   what a stage teaches about a token (an assistant's name) goes into that token's embedding,
   which is where the network's existing circuits read it from."""
-  def update(updates, state, params=None):
-    del params
-    return jax.tree_util.tree_map_with_path(
-        lambda path, u: u if _is_embedding(path) else u * scale, updates), state
-  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+  body = lambda tree: jax.tree_util.tree_map_with_path(lambda path, _: not _is_embedding(path),
+                                                       tree)
+  return optax.masked(optax.scale(scale), body)
 
 
 def make_optimizer(cfg) -> optax.GradientTransformation:
