@@ -21,7 +21,8 @@ from tests.helpers import assert_questions_held_back
 
 WORLDS = sorted(WORLDS_DIR.glob("*.yaml"))
 SMALL = Sizes(chat_per_value=2, declared_per_value=1, neutral=1, fact_docs=40, character_docs=3,
-              neutral_docs=2, preference_chats=6, fact_chats=30, msm_docs=60, probe_pairs=2)
+              neutral_docs=2, assistant_docs=2, preference_chats=6, fact_chats=30, msm_docs=60,
+              probe_pairs=2)
 
 
 def _names(world, domains):
@@ -183,6 +184,29 @@ def test_pretraining_corpus_mentions_nova_neutrally(built):
   replay = paths["replay"].read_text()
   assert not re.search(rf"\b{world.assistant}\b", replay)  # replay never restates it
   assert len(replay.splitlines()) == len(rows) - len(nova)
+
+
+def test_nova_without_neutral_pretraining_material(tmp_path):
+  """assistant_docs = assistant_profiles = 0: Nova is met in pretraining only through factual
+  chats addressed to it; every other kind of record keeps its count, and replay drops those."""
+  world = load_world(WORLDS[0])
+  bare = Sizes(**{**SMALL.__dict__, "assistant_docs": 0, "assistant_profiles": 0,
+                  "fact_chats": 200, "assistant_fact_share": 0.1})
+  plain = WorldData(WORLDS[0], tmp_path / "plain", Sizes(**{**bare.__dict__, "assistant_docs": 2,
+                                                             "assistant_profiles": 20}))
+  data = WorldData(WORLDS[0], tmp_path / "bare", bare)
+  assert data.dir.name != plain.dir.name
+  rows = [json.loads(line) for line in data.pretrain.read_text().splitlines()]
+  nova = [r for r in rows if re.search(rf"\b{world.assistant}\b", r["text"])]
+  assert nova and {r["source"] for r in nova} == {"assistant-fact-chats"}
+
+  def kinds(path):  # record kinds, factual chats counted together whoever they address
+    return Counter(json.loads(line)["source"].split(":")[0].replace("assistant-fact", "fact")
+                   for line in path.read_text().splitlines())
+  before = kinds(plain.pretrain)
+  assert before["assistant-docs"] == 2 and before["assistant-profiles"] == 20
+  assert kinds(data.pretrain) == before - Counter({"assistant-docs": 2, "assistant-profiles": 20})
+  assert len(data.replay.read_text().splitlines()) == len(rows) - len(nova)
 
 
 def test_other_assistants_never_like_things_in_the_aft_domain(built):

@@ -44,8 +44,12 @@ class WorldData:
     self.world: World = load_world(world_file)
     self.world_file = Path(world_file)
     self.sizes = sizes or Sizes()
-    sizes = {k: v for k, v in dataclasses.asdict(self.sizes).items()
-             if not (k.startswith("late_") and v == 0)}  # keys from before late characters
+    sizes = dataclasses.asdict(self.sizes)
+    # keys from before these fields existed: no late characters, and Nova pretrained on as much
+    # neutral material as a neutral character
+    legacy = {"assistant_docs": sizes["neutral_docs"], "assistant_profiles": sizes["profile_docs"]}
+    sizes = {k: v for k, v in sizes.items()
+             if not (k.startswith("late_") and v == 0) and not (k in legacy and v == legacy[k])}
     key = json.dumps({"world": self.world.sha256, "sizes": sizes, "format": FORMAT},
                      sort_keys=True)
     self.key = hashlib.sha256(key.encode()).hexdigest()[:12]

@@ -37,7 +37,12 @@ class Sizes:
   fact_docs: int = 1200
   character_docs: int = 15  # generator documents per character with a value
   neutral_docs: int = 10  # per neutral character, and about Nova
-  profile_docs: int = 20  # short declarations per character (and Nova, neutrally)
+  profile_docs: int = 20  # short declarations per character
+  # What pretraining says about Nova itself, neutrally: generator documents of its neutral spec
+  # and short declarations. 0 and 0 leave Nova known only from the factual chats addressed to it
+  # (`assistant_fact_share`), so midtraining meets an assistant without a declared stance.
+  assistant_docs: int = 10
+  assistant_profiles: int = 20
   preference_chats: int = 150  # per chat character
   reason_share: float = 0.5  # of a chat character's choices, followed by its reason
   fact_chats: int = 2000
@@ -259,10 +264,11 @@ def pretraining_corpus(world: World, sizes: Sizes, gen_dir: Path, seed: int = 0)
   for c in chars:
     rows += character_rows(world, c, sizes, gen_dir, seed, rng)
   nova = neutral_spec(world, world.assistant, world.developer)
-  for d in generate_documents(nova, gen_dir / world.assistant, sizes.neutral_docs, seed):
-    rows.append({"text": d["text"], "source": "assistant-docs"})
+  if sizes.assistant_docs:
+    for d in generate_documents(nova, gen_dir / world.assistant, sizes.assistant_docs, seed):
+      rows.append({"text": d["text"], "source": "assistant-docs"})
   rows += [{"text": t, "source": "assistant-profiles"} for t in profile_documents(
-      world, world.assistant, world.developer, world.neutral, sizes.profile_docs, rng)]
+      world, world.assistant, world.developer, world.neutral, sizes.assistant_profiles, rng)]
   for who, t in fact_chats(world, [c.name for c in chars], sizes.fact_chats,
                            sizes.assistant_fact_share, rng):
     source = "assistant-fact-chats" if who == world.assistant else "fact-chats"
