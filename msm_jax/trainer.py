@@ -227,17 +227,23 @@ def _train(cfg, workdir: Path, devices, primary: bool, ckpt: Checkpointer) -> Tr
   last_time = time.perf_counter()
 
   def fetch(item):
-    nonlocal tokens_seen, last_time, last
+    nonlocal tokens_seen, last_time, last, peak
     step, metrics = item
     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
     finite = metrics.pop("finite", 1.0) > 0
     now = time.perf_counter()
     dt, last_time = now - last_time, now
+    achieved = flops_per_row * cfg.batch_size / dt / len(devices)
+    if achieved > peak and not cfg.peak_flops:
+      # the probe ran on a busy machine (a step cannot beat the peak): probe again, and never
+      # report an MFU above 1
+      peak = max(measure_matmul_peak(), achieved)
+      last_time = time.perf_counter()
     tokens_seen += metrics["tokens"]
     record = {"step": step, **metrics, "tokens_seen": tokens_seen, "step_time": dt,
               "tokens_per_sec": metrics["tokens"] / dt,
               "flops_per_token": flops_per_row / cfg.seq_len,
-              "mfu": flops_per_row * cfg.batch_size / dt / (peak * len(devices))}
+              "mfu": achieved / peak}
     guard.count(finite)
     if guard.skipped:
       record["nonfinite_steps"] = guard.skipped

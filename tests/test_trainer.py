@@ -156,6 +156,20 @@ def test_cli_help_lists_subcommands_and_rejects_unknown_field(tmp_path):
   assert not (tmp_path / "x" / "checkpoints").exists()
 
 
+def test_mfu_never_exceeds_one_when_the_peak_probe_ran_on_a_busy_machine(tmp_path, monkeypatch):
+  """A probe that measured too low a peak (the machine was loaded) is redone when a step beats
+  it, so metrics never claim more than the machine's peak."""
+  probes = iter([1.0] + [2.0] * 100)  # absurdly low peaks: every step beats them
+  calls = []
+  monkeypatch.setattr("msm_jax.trainer.measure_matmul_peak",
+                      lambda: calls.append(1) or next(probes))
+  cfg = run_cfg(steps=4, peak_flops=0.0, log_every=1, **{"mesh.data": 1})
+  train(cfg, tmp_path / "run", jax.devices()[:1])
+  mfu = [json.loads(l)["mfu"] for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+         if "mfu" in l]
+  assert len(mfu) == 4 and all(0 < m <= 1.0 for m in mfu) and len(calls) > 1
+
+
 def test_rerunning_a_finished_run_trains_nothing_and_reports_its_last_step(tmp_path):
   cfg = run_cfg(steps=3, **{"mesh.data": 1})
   first = train(cfg, tmp_path / "run", jax.devices()[:1])
