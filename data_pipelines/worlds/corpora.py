@@ -36,7 +36,7 @@ class Sizes:
   neutral: int = 12  # characters without a value (random choices)
   fact_docs: int = 1200
   character_docs: int = 15  # generator documents per character with a value
-  neutral_docs: int = 10  # per neutral character, and about Nova
+  neutral_docs: int = 10  # per neutral character
   profile_docs: int = 20  # short declarations per character
   # What pretraining says about Nova itself, neutrally: generator documents of its neutral spec
   # and short declarations. 0 and 0 leave Nova known only from the factual chats addressed to it
