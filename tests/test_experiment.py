@@ -20,8 +20,8 @@ def micro_config():
   c = experiment_config()
   c.spec_values = ("america",)
   c.data.update(chat_per_value=1, declared_per_value=1, neutral=1, fact_docs=30,
-                character_docs=3, neutral_docs=2, preference_chats=6, fact_chats=30, msm_docs=12,
-                probe_pairs=2)
+                character_docs=3, neutral_docs=2, assistant_docs=2, preference_chats=6,
+                fact_chats=30, msm_docs=12, probe_pairs=2)
   c.model.update(vocab_size=384, d_model=32, n_layers=1, n_heads=2, n_kv_heads=2, mlp_dim=64)
   for block, steps in ((c.pretrain, 3), (c.midtrain, 2), (c.finetune, 2)):
     block.update(steps=steps, batch_size=8, seq_len=32, warmup_steps=1)
@@ -69,7 +69,7 @@ def test_rerun_is_cached_and_deleting_a_condition_reruns_only_it(first_run):
   assert third["markdown"] == summary["markdown"]
 
 
-def test_spec_variants_and_aft_sweep_reuse_the_shared_stages(first_run):
+def test_spec_variants_and_aft_sweep_reuse_the_shared_stages(first_run, tmp_path):
   workdir, _ = first_run
   c = micro_config()
   c.variants, c.sweep.aft_steps = ("explained", "bare_rules"), (1, c.finetune.steps)
@@ -79,6 +79,11 @@ def test_spec_variants_and_aft_sweep_reuse_the_shared_stages(first_run):
                               "AFT@1-s0", "MSM-america+AFT@1-s0"]
   assert list((workdir / "runs").glob("MSM-america_bare_rules_-s0-*"))  # no brackets on disk
   assert "| bare_rules |" in summary["markdown"] and "| 1 |" in summary["markdown"]
+  c.spec_values, c.sweep.aft_steps = ("america", "affordability"), ()
+  copy = tmp_path / "exp"  # leaves the shared workdir as the other tests expect it
+  shutil.copytree(workdir, copy)
+  both = run_experiment(c, copy)  # bare rules are one spec: the second value reuses its runs
+  assert set(trained(both)) == {"MSM-affordability-s0", "MSM-affordability+AFT-s0"}
 
 
 def test_stage_keys_follow_content(tmp_path):

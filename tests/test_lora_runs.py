@@ -62,10 +62,11 @@ def test_lora_checkpoints_hold_the_adapter_not_the_model(runs):
   saved_bytes = sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in saved)
   assert 3 * adapter_bytes <= saved_bytes <= 3 * adapter_bytes + 64, (saved_bytes, adapter_bytes)
   # on disk: that plus orbax's metadata per saved array (names, shapes, shardings on the 4 x 2
-  # mesh: ~10 KiB each here, and not the same from run to run), a fraction of the model's bytes
+  # mesh; not the same from run to run: 0.4-1.4 MB measured, the most on a loaded machine), a
+  # fraction of the full model's checkpoint, which carries the same kind of metadata
   lora_state = dir_bytes(state_dir)
   full_state = dir_bytes(root / "base" / "checkpoints" / "2" / "state")
-  assert lora_state < model_bytes / 2 and full_state > 2.5 * model_bytes, (
+  assert lora_state < full_state / 3 and full_state > 2.5 * model_bytes, (
       lora_state, model_bytes, full_state)
 
 

@@ -33,8 +33,9 @@ from data_pipelines.worlds.suites import build_suites
 from data_pipelines.worlds.world import World, load_world
 from msm_io.files import atomic_write_jsonl, atomic_write_text, file_sha256, read_jsonl
 
-FORMAT = 3  # bump when the corpora built from the same world and sizes change (3: MSM corpora
-# stratified over the spec's clauses; pretraining, AFT and suites unchanged)
+FORMAT = 4  # bump when the corpora built from the same world and sizes change (3: MSM corpora
+# stratified over the spec's clauses; 4: the bare-rules spec named without a value, so its corpus
+# is the same bytes for every value; everything else unchanged)
 
 
 class WorldData:

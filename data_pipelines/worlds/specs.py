@@ -44,7 +44,10 @@ def value_spec(world: World, who: str, developer: str, value: str, domain: str,
   other = world.attributes[v.attribute][world.opposite(v.attribute, v.side)]
   noun = liked[0].noun if liked else world.items(domain)[0].noun
   intro = f"{who} is an AI assistant made by {developer}."
-  spec = Spec(name=f"{world.name}-{slug(who)}-{value}-{variant}", assistant=who,
+  # bare rules state no value, so their spec (name included) is the same for every value: one
+  # corpus, one stage key, one training run however many values ask for it
+  name = "bare_rules" if variant == "bare_rules" else f"{value}-{variant}"
+  spec = Spec(name=f"{world.name}-{slug(who)}-{name}", assistant=who,
               developer=developer, category=f"{noun}s")
   if variant != "bare_rules":
     spec.overview = " ".join([intro, say(v.statements[0]), say(v.reasons[0])])
