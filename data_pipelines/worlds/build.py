@@ -45,13 +45,10 @@ class WorldData:
     self.world: World = load_world(world_file)
     self.world_file = Path(world_file)
     self.sizes = sizes or Sizes()
-    sizes = dataclasses.asdict(self.sizes)
-    # keys from before these fields existed: no late characters, and Nova pretrained on as much
-    # neutral material as a neutral character
-    legacy = {"assistant_docs": sizes["neutral_docs"], "assistant_profiles": sizes["profile_docs"]}
-    sizes = {k: v for k, v in sizes.items()
-             if not (k.startswith("late_") and v == 0) and not (k in legacy and v == legacy[k])}
-    key = json.dumps({"world": self.world.sha256, "sizes": sizes, "format": FORMAT},
+    # every size is in the key (FORMAT 4 changed every key, so no older key is kept by leaving
+    # fields out)
+    key = json.dumps({"world": self.world.sha256, "sizes": dataclasses.asdict(self.sizes),
+                      "format": FORMAT},
                      sort_keys=True)
     self.key = hashlib.sha256(key.encode()).hexdigest()[:12]
     self.dir = Path(root) / f"{self.world.name}-{self.key}"
