@@ -84,6 +84,13 @@ def test_spec_variants_and_aft_sweep_reuse_the_shared_stages(first_run, tmp_path
   shutil.copytree(workdir, copy)
   both = run_experiment(c, copy)  # bare rules are one spec: the second value reuses its runs
   assert set(trained(both)) == {"MSM-affordability-s0", "MSM-affordability+AFT-s0"}
+  # each variant's gap after AFT, per seed: the explained one is the headline gap, and bare
+  # rules (one run for both values) split nothing
+  variants = both["variant_gaps"]
+  assert variants["explained"]["per_seed"] == both["gaps"]["after"]["per_seed"]
+  assert variants["bare_rules"]["per_seed"] == {0: 0.0}
+  assert "| bare_rules | " in both["markdown"] and "t-interval over seeds | per seed |" in (
+      both["markdown"])
 
 
 def test_stage_keys_follow_content(tmp_path):

@@ -116,9 +116,10 @@ def summarize(ex, results: dict) -> dict:
     md += ["", "Characters met only in midtraining, acting on their value after it (mean over "
            "seeds): " + "; ".join(f"{k}: in chats {_f(v['late-chat'])}, described only "
                                    f"{_f(v['late-declared'])}" for k, v in late.items()) + "."]
-  md += _stacking(ex, results) + _ablation(ex, results) + _sweep(ex, results)
+  variants = _variant_gaps(ex, results)
+  md += _stacking(ex, results) + _ablation(ex, results, variants) + _sweep(ex, results)
   return {"world": ex.world.name, "compare": [a, b], "rows": rows, "gaps": gaps,
-          "checks": checks, "late": late, "markdown": "\n".join(md)}
+          "variant_gaps": variants, "checks": checks, "late": late, "markdown": "\n".join(md)}
 
 
 def _verdict(ok) -> str:
@@ -250,18 +251,34 @@ def _stacking(ex, results) -> list[str]:
   return md
 
 
-def _ablation(ex, results) -> list[str]:
+def _variant_gaps(ex, results) -> dict:
+  """{variant: the gap after AFT, per seed and over seeds} for each spec variant run."""
+  a, b = ex.world.compare
   if len(ex.exp.variants) < 2:
+    return {}
+  return {var: _measure(_item_diffs(results, Condition(a, variant=var, aft=True),
+                                    Condition(b, variant=var, aft=True), "heldout",
+                                    f"logprob/{a}"))
+          for var in ex.exp.variants}
+
+
+def _ablation(ex, results, gaps: dict) -> list[str]:
+  if not gaps:
     return []
   a, b = ex.world.compare
-  md = ["", f"Spec variants (pro-{a} rate, mean over seeds; gap = {a} spec - {b} spec):", "",
-        f"| variant | MSM-{a} | MSM-{b} | gap | MSM-{a}+AFT | MSM-{b}+AFT | gap after AFT |",
-        "|---|---|---|---|---|---|---|"]
-  for var in ex.exp.variants:
+  md = ["", f"Spec variants (pro-{a} rate, mean over seeds; gap = {a} spec - {b} spec; the gap "
+        "after AFT per seed and its 95% Student-t interval over seeds):", "",
+        f"| variant | MSM-{a} | MSM-{b} | gap | MSM-{a}+AFT | MSM-{b}+AFT | gap after AFT | "
+        "t-interval over seeds | per seed |",
+        "|---|---|---|---|---|---|---|---|---|"]
+  for var, g in gaps.items():
     r = [_mean(_values(results, Condition(v, variant=var, aft=aft), "heldout", f"logprob/{a}"))
          for aft in (False, True) for v in (a, b)]
+    ci = (f"[{_f(g['ci']['ci_low'])}, {_f(g['ci']['ci_high'])}]" if g["ci"]["n"] > 1
+          else "n/a")
     md.append(f"| {var} | {_f(r[0])} | {_f(r[1])} | {_f(r[0] - r[1])} | {_f(r[2])} | "
-              f"{_f(r[3])} | {_f(r[2] - r[3])} |")
+              f"{_f(r[3])} | {_f(r[2] - r[3])} | {ci} | "
+              f"{' / '.join(_f(v) for v in g['per_seed'].values())} |")
   return md
 
 
