@@ -95,9 +95,21 @@ def retain_malloc(force: bool = False) -> bool:
              for option, value in ((-8, 1), (-4, 0), (-1, 2**31 - 1)))
 
 
+def deterministic_gpu(env=os.environ) -> str:
+  """Ask XLA:GPU for deterministic kernels (`--xla_gpu_deterministic_ops=true` in XLA_FLAGS)
+  unless XLA_FLAGS already says: the embeddings' gradient is a scatter-add, which on a GPU
+  otherwise sums in a run-dependent order, and the same config and seed must give the same
+  losses and tables. XLA:CPU accepts the flag and ignores it. Returns XLA_FLAGS."""
+  flags = env.get("XLA_FLAGS", "")
+  if "xla_gpu_deterministic_ops" not in flags:
+    env["XLA_FLAGS"] = f"{flags} --xla_gpu_deterministic_ops=true".strip()
+  return env["XLA_FLAGS"]
+
+
 def entry() -> int:
   """The `msm` console script: process-wide settings first, then the command."""
   retain_malloc()
+  deterministic_gpu()  # read when JAX starts its backend, later than this
   return main()
 
 

@@ -177,3 +177,13 @@ def test_rerunning_a_finished_run_trains_nothing_and_reports_its_last_step(tmp_p
   again = train(cfg, tmp_path / "run", jax.devices()[:1])
   assert again.last_metrics == first.last_metrics and again.last_metrics["step"] == 3
   assert (tmp_path / "run" / "metrics.jsonl").read_text() == lines
+
+
+def test_msm_asks_xla_gpu_for_deterministic_kernels_unless_told_otherwise():
+  from msm_jax.cli import deterministic_gpu
+  assert deterministic_gpu({}) == "--xla_gpu_deterministic_ops=true"
+  env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+  assert deterministic_gpu(env).split() == ["--xla_force_host_platform_device_count=8",
+                                            "--xla_gpu_deterministic_ops=true"]
+  env = {"XLA_FLAGS": "--xla_gpu_deterministic_ops=false"}  # the user's choice stands
+  assert deterministic_gpu(env) == "--xla_gpu_deterministic_ops=false"
