@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from msm_io.errors import UserError
 from msm_jax.config import ConfigError
 from msm_jax.experiment import experiment_config
 from msm_jax.experiment.worlds import distribution, run_worlds
@@ -31,7 +32,19 @@ def test_worlds_sweep_runs_each_world_on_its_own_and_reruns_cached(tmp_path, cap
   c = micro_config()
   c.spec_values = ()  # each world's own pair of values
   c.world_seeds = (3, 4)
-  out = run_worlds(c, tmp_path)
+  c.world_jobs = 2  # each world in a process of its own
+  (tmp_path / "world-4").mkdir(parents=True)
+  (tmp_path / "world-4" / "runs").write_text("not a directory")  # world 4 cannot train
+  with pytest.raises(UserError, match=r"worlds failed: world 4 \(.*; log .*world-4/log\.txt\)"):
+    run_worlds(c, tmp_path)
+  assert "Traceback" in (tmp_path / "world-4" / "log.txt").read_text()
+  assert (tmp_path / "world-3" / "results.json").exists()  # the other world went on
+  assert not (tmp_path / "worlds.json").exists()  # no table from a sweep with a failed world
+  (tmp_path / "world-4" / "runs").unlink()
+  capsys.readouterr()
+  out = run_worlds(c, tmp_path)  # world 3 cached, world 4 trained, each in its own process
+  assert "[msm run] train" not in capsys.readouterr().out  # the table is read back, not trained
+  assert "[msm run] train" in (tmp_path / "world-4" / "log.txt").read_text()
   assert sorted(p.name for p in (tmp_path / "worlds").iterdir()) == ["world-3.yaml",
                                                                        "world-4.yaml"]
   assert [r["world"] for r in out["rows"]] == ["world-3", "world-4"]
@@ -46,10 +59,17 @@ def test_worlds_sweep_runs_each_world_on_its_own_and_reruns_cached(tmp_path, cap
   assert out["distribution"]["median"] == pytest.approx(float(np.median(gaps)))
   assert json.loads((tmp_path / "worlds.json").read_text())["rows"] == out["rows"]
   assert "| world-3 |" in (tmp_path / "worlds.md").read_text()
-  capsys.readouterr()
-  again = run_worlds(c, tmp_path)  # cached: the same worlds, stage keys and numbers
+  c.world_jobs = 1
+  again = run_worlds(c, tmp_path)  # one after another, cached: the same stage keys and numbers
   assert "[msm run] train" not in capsys.readouterr().out
   assert again["rows"] == out["rows"]
+
+
+def test_worlds_sweep_refuses_a_bad_job_count(tmp_path):
+  c = experiment_config()
+  c.world_seeds, c.world_jobs = (3,), 0
+  with pytest.raises(ConfigError, match=r"config\.world_jobs=0"):
+    run_worlds(c, tmp_path)
 
 
 def test_worlds_sweep_refuses_named_spec_values_before_writing_anything(tmp_path):

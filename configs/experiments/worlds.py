@@ -2,11 +2,13 @@
 
   msm run --config configs/experiments/worlds.py                               # worlds 1-8
   msm run --config configs/experiments/worlds.py --config.world_seeds='(1,2)'  # a quicker look
+  msm run --config configs/experiments/worlds.py --config.world_jobs=8  # 8 worlds at once (a GPU)
 
 Worlds 1-8 are the report set: no recipe choice was made on them (choices are made on world
 seeds 1000 and up, see docs/experiment.md). One row per world and the distribution over worlds
 (median and quartiles of the gap after AFT, the share of worlds passing) go to
-runs/experiments/worlds/worlds.{json,md}. About 17 minutes a world on 2 cores.
+runs/experiments/worlds/worlds.{json,md}. About 17 minutes a world on 2 cores; on one H200
+8 to 14 worlds at once took 4-6 minutes in all (docs/experiment.md).
 """
 
 from msm_jax.experiment import experiment_config

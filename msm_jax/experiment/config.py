@@ -21,6 +21,10 @@ def experiment_config() -> ml_collections.ConfigDict:
   # Generated worlds (`msm world generate --seed N`): when set, the experiment runs on each of
   # them, one workdir per world, and reports the distribution over worlds (`world` is unused).
   c.world_seeds = ()
+  # Worlds run at once, each in its own process (a GPU or a many-core machine has room for
+  # several of these small models); 1 = one after another in this process. Each world's output
+  # goes to <workdir>/world-<N>/log.txt; the table is the same either way.
+  c.world_jobs = 1
   # An imported model's run dir (`msm import-hf --out`): MSM and AFT start from it instead of a
   # base pretrained on the world; its model shape, tokenizer and chat template are used (only
   # the execution keys of `model` below apply). "" = pretrain a base on the world.

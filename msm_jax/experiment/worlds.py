@@ -6,7 +6,9 @@ A recipe tuned on one world says little about a world a researcher writes. `conf
 names generated worlds (`msm world generate --seed N`); each is written to
 `<workdir>/worlds/world-<N>.yaml` and run as its own experiment in `<workdir>/world-<N>/` (its
 own base model(s), cached stage by stage like any `msm run`), so worlds are independent samples
-of the recipe. The report is one row per world and the distribution over worlds: the median and
+of the recipe. `config.world_jobs` > 1 runs that many worlds at once, each in a process of its
+own (one GPU holds many of these small models), then reads the table back from the cache. The
+report is one row per world and the distribution over worlds: the median and
 quartiles of the gap after AFT, the share of worlds with a positive gap, and the share in which
 each spec moves the assistant its own way against the midtraining control by `checks.margin`.
 """
@@ -21,6 +23,7 @@ import numpy as np
 
 from data_pipelines.worlds.generate import write_worlds
 from msm_io.files import atomic_write_text
+from msm_io.errors import UserError
 from msm_jax.config import ConfigError
 
 MEASURES = ("after", "before", "interaction", "after_novel")
@@ -97,18 +100,79 @@ def markdown(rows: list[dict], dist: dict, exp) -> str:
   return "\n".join(md)
 
 
+def one_world(exp, workdir: Path, seed: int):
+  """The experiment config of world `seed` alone (its world file written under `workdir`)."""
+  one = copy.deepcopy(exp)
+  one.world_seeds = ()
+  one.world_jobs = 1
+  one.world = str(world_file(workdir, seed))
+  return one
+
+
+def _world_job(exp, workdir: Path, seed: int) -> tuple[float, str]:
+  """One world's experiment in a worker process of its own, every byte of its output (XLA's
+  included) in <workdir>/world-<seed>/log.txt; returns (seconds, "" or the error's first line)."""
+  import os
+  import sys
+  import time
+  import traceback
+
+  from msm_jax.experiment.report import run_experiment
+  t = time.perf_counter()
+  wd = workdir / f"world-{seed}"
+  wd.mkdir(parents=True, exist_ok=True)
+  log = open(wd / "log.txt", "a", buffering=1)  # the process ends with the world
+  os.dup2(log.fileno(), 1)
+  os.dup2(log.fileno(), 2)
+  sys.stdout = sys.stderr = log
+  try:
+    run_experiment(one_world(exp, workdir, seed), wd)
+    return time.perf_counter() - t, ""
+  except Exception as e:  # noqa: BLE001 (reported to the parent, which names the world)
+    traceback.print_exc()
+    return time.perf_counter() - t, " ".join(f"{type(e).__name__}: {e}".split("\n")[0].split())
+
+
+def run_parallel(exp, workdir: Path) -> None:
+  """Train and evaluate `exp.world_jobs` worlds at once, each in a fresh process (spawned, so
+  each has its own JAX runtime; on a GPU they share it without preallocating). Stages are cached
+  as in any `msm run`, so the table is then read back in this process without training."""
+  import concurrent.futures as cf
+  import multiprocessing
+  import os
+  os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # several runtimes, one GPU
+  failed = {}
+  with cf.ProcessPoolExecutor(int(exp.world_jobs), multiprocessing.get_context("spawn"),
+                              max_tasks_per_child=1) as pool:
+    jobs = {pool.submit(_world_job, exp, workdir, s): s for s in exp.world_seeds}
+    print(f"[msm run] {len(jobs)} worlds, {exp.world_jobs} at once; each world's output in "
+          f"{workdir}/world-<N>/log.txt", flush=True)
+    for job in cf.as_completed(jobs):
+      seed = jobs[job]
+      seconds, error = job.result()
+      if error:  # the other worlds go on; what this one trained stays cached
+        failed[seed] = error
+      print(f"[msm run] world {seed} {'FAILED' if error else 'done'} in {seconds:.0f} s",
+            flush=True)
+  if failed:  # one line that names each failed world and where its output is
+    raise UserError("worlds failed: " + "; ".join(
+        f"world {s} ({m}; log {workdir / f'world-{s}' / 'log.txt'})" for s, m in failed.items()))
+
+
 def run_worlds(exp, workdir: Path) -> dict:
   """Run the experiment on every world of `exp.world_seeds`; write worlds.json and worlds.md."""
   from msm_jax.experiment.report import run_experiment
   if tuple(exp.spec_values):  # names of one world's values mean nothing in another
     raise ConfigError(f"config.spec_values={tuple(exp.spec_values)}: a worlds sweep compares "
                       "each generated world's own two values; leave spec_values empty")
+  jobs = exp.get("world_jobs", 1)
+  if not isinstance(jobs, int) or jobs < 1:
+    raise ConfigError(f"config.world_jobs={jobs!r}: the number of worlds run at once, 1 or more")
+  if jobs > 1 and len(exp.world_seeds) > 1:
+    run_parallel(exp, workdir)
   rows = []
   for seed in exp.world_seeds:
-    one = copy.deepcopy(exp)
-    one.world_seeds = ()
-    one.world = str(world_file(workdir, seed))
-    summary = run_experiment(one, workdir / f"world-{seed}")
+    summary = run_experiment(one_world(exp, workdir, seed), workdir / f"world-{seed}")
     rows.append(world_row(seed, summary, exp.checks.margin))
   dist = distribution(rows, exp.checks)
   out = {"rows": rows, "distribution": dist, "checks": dist["checks"],
