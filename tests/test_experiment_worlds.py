@@ -10,7 +10,7 @@ import pytest
 from msm_io.errors import UserError
 from msm_jax.config import ConfigError
 from msm_jax.experiment import experiment_config
-from msm_jax.experiment.worlds import distribution, run_worlds
+from msm_jax.experiment.worlds import distribution, paired, paired_markdown, run_worlds
 from tests.test_experiment import micro_config, trained
 
 
@@ -23,6 +23,10 @@ def test_distribution_and_checks_from_rows():
   assert dist["median"] == pytest.approx(0.475)
   assert (dist["q1"], dist["q3"]) == (pytest.approx(0.3625), pytest.approx(0.55))  # linear
   assert dist["share_positive"] == 1.0 and dist["share_own_way"] == 0.75
+  gaps = [0.5, 0.1, 0.7, 0.45]  # the mean with a Student-t interval over the 4 worlds (3 df)
+  half = 3.182446305284263 * np.std(gaps, ddof=1) / 2
+  assert dist["mean"] == pytest.approx(0.4375)
+  assert dist["mean_ci"] == [pytest.approx(0.4375 - half), pytest.approx(0.4375 + half)]
   assert [ch["pass"] for ch in dist["checks"]] == [True, True, True]
   rows[1]["after"] = -0.2
   assert [ch["pass"] for ch in distribution(rows, c.checks)["checks"]] == [True, False, True]
@@ -60,9 +64,50 @@ def test_worlds_sweep_runs_each_world_on_its_own_and_reruns_cached(tmp_path, cap
   assert json.loads((tmp_path / "worlds.json").read_text())["rows"] == out["rows"]
   assert "| world-3 |" in (tmp_path / "worlds.md").read_text()
   c.world_jobs = 1
+  c.compare_with = str(tmp_path / "worlds.json")  # the recipe against itself
   again = run_worlds(c, tmp_path)  # one after another, cached: the same stage keys and numbers
   assert "[msm run] train" not in capsys.readouterr().out
   assert again["rows"] == out["rows"]
+  cmp = again["compare_with"]
+  assert [w["difference"] for w in cmp["per_world"]] == [0.0, 0.0]
+  assert cmp["mean_difference"] == 0.0 and cmp["higher"] == 0
+
+
+def _row(seed, after, world=None, compare=("a", "b")):
+  return {"world_seed": seed, "world": world or f"world-{seed}", "compare": list(compare),
+          "after": after}
+
+
+def test_paired_comparison_of_two_recipes_on_the_same_worlds():
+  rows = [_row(1, 0.30), _row(2, 0.10), _row(3, 0.45)]
+  base = [_row(1, 0.20), _row(2, 0.25), _row(3, 0.15)]
+  cmp = paired(rows, base, "base/worlds.json")
+  d = np.array([0.10, -0.15, 0.30])
+  half = 4.302652729911275 * d.std(ddof=1) / np.sqrt(3)  # t(0.975, 2 df)
+  assert [w["difference"] for w in cmp["per_world"]] == [pytest.approx(x) for x in d]
+  assert cmp["mean_difference"] == pytest.approx(d.mean())
+  assert cmp["ci"] == [pytest.approx(d.mean() - half), pytest.approx(d.mean() + half)]
+  assert (cmp["higher"], cmp["worlds"]) == (2, 3)
+  assert "higher in 2 of 3 worlds" in paired_markdown(cmp)
+  base[1] = _row(2, 0.25, compare=("x", "y"))  # the generator changed under the baseline
+  with pytest.raises(ConfigError, match=r"world seed 2 is world-2 \['x', 'y'\] there"):
+    paired(rows, base, "base/worlds.json")
+
+
+@pytest.mark.parametrize("content, match", [
+    (None, r"config\.compare_with=.*not a worlds\.json"),
+    ("{\"rows\": 3}", r"config\.compare_with=.*not a worlds\.json"),
+    (json.dumps({"rows": [_row(3, 0.2)]}), r"has no rows for world seeds \[4\]")])
+def test_a_bad_baseline_fails_before_any_work(tmp_path, content, match):
+  base = tmp_path / "base.json"
+  if content is not None:
+    base.write_text(content)
+  c = experiment_config()
+  c.world_seeds, c.compare_with = (3, 4), str(base)
+  work = tmp_path / "work"
+  with pytest.raises(ConfigError, match=match):
+    run_worlds(c, work)
+  assert not work.exists()
 
 
 def test_worlds_sweep_refuses_a_bad_job_count(tmp_path):

@@ -3,6 +3,8 @@
   msm run --config configs/experiments/worlds.py                               # worlds 1-8
   msm run --config configs/experiments/worlds.py --config.world_seeds='(1,2)'  # a quicker look
   msm run --config configs/experiments/worlds.py --config.world_jobs=8  # 8 worlds at once (a GPU)
+  msm run --config configs/experiments/worlds.py --workdir runs/candidate <recipe overrides> \
+      --config.compare_with=runs/experiments/worlds/worlds.json  # paired against the default
 
 Worlds 1-8 are the report set: no recipe choice was made on them (choices are made on world
 seeds 1000 and up, see docs/experiment.md). One row per world and the distribution over worlds

@@ -25,6 +25,10 @@ def experiment_config() -> ml_collections.ConfigDict:
   # several of these small models); 1 = one after another in this process. Each world's output
   # goes to <workdir>/world-<N>/log.txt; the table is the same either way.
   c.world_jobs = 1
+  # A worlds.json of another recipe run on the same world seeds: the report adds each world's
+  # difference in the gap after AFT and a paired t-interval over worlds ("" = none). One run per
+  # world moves by about 0.15 between reruns, so recipes are compared over many worlds, paired.
+  c.compare_with = ""
   # An imported model's run dir (`msm import-hf --out`): MSM and AFT start from it instead of a
   # base pretrained on the world; its model shape, tokenizer and chat template are used (only
   # the execution keys of `model` below apply). "" = pretrain a base on the world.

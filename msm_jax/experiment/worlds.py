@@ -25,6 +25,7 @@ from data_pipelines.worlds.generate import write_worlds
 from msm_io.files import atomic_write_text
 from msm_io.errors import UserError
 from msm_jax.config import ConfigError
+from msm_jax.eval.stats import t_interval
 
 MEASURES = ("after", "before", "interaction", "after_novel")
 
@@ -58,7 +59,9 @@ def distribution(rows: list[dict], checks) -> dict:
   """Median and quartiles of the gap after AFT over worlds, the shares, and the checks."""
   gaps = [r["after"] for r in rows]
   own = [r["own_way"] for r in rows]
+  mean = t_interval(gaps)  # worlds are independent samples: each its own base model
   dist = {"worlds": len(rows), "median": _q(gaps, 0.5), "q1": _q(gaps, 0.25),
+          "mean": mean["value"], "mean_ci": [mean["ci_low"], mean["ci_high"]],
           "q3": _q(gaps, 0.75), "min": min(gaps, default=float("nan")),
           "share_positive": float(np.mean([g > 0 for g in gaps])) if gaps else float("nan"),
           "share_own_way": float(np.mean(own)) if own else float("nan")}
@@ -92,7 +95,9 @@ def markdown(rows: list[dict], dist: dict, exp) -> str:
               f"{_f(r['interaction'])} | {_f(vc.get(a))} | {_f(vc.get(b))} | "
               f"{_f(r['after_novel'])} | {'yes' if r['own_way'] else 'no'} |")
   md += ["", f"Gap after AFT over worlds: median {_f(dist['median'])}, quartiles "
-         f"[{_f(dist['q1'])}, {_f(dist['q3'])}], min {_f(dist['min'])}; positive in "
+         f"[{_f(dist['q1'])}, {_f(dist['q3'])}], min {_f(dist['min'])}; mean "
+         f"{_f(dist['mean'])}, 95% t-interval over worlds [{_f(dist['mean_ci'][0])}, "
+         f"{_f(dist['mean_ci'][1])}]; positive in "
          f"{dist['share_positive']:.0%} of worlds; each spec beats the control its own way in "
          f"{dist['share_own_way']:.0%}.", "", "| check | value | pass |", "|---|---|---|"]
   md += [f"| {c['name']} | {_f(c['value']).lstrip('+')} | {'PASS' if c['pass'] else 'FAIL'} |"
@@ -159,6 +164,53 @@ def run_parallel(exp, workdir: Path) -> None:
         f"world {s} ({m}; log {workdir / f'world-{s}' / 'log.txt'})" for s, m in failed.items()))
 
 
+def load_baseline(exp) -> list[dict] | None:
+  """The rows of `exp.compare_with` (a worlds.json), checked to hold every world of this sweep."""
+  if not exp.get("compare_with"):
+    return None
+  path = Path(exp.compare_with)
+  try:
+    rows = json.loads(path.read_text())["rows"]
+    have = {int(r["world_seed"]): r for r in rows}
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ConfigError(f"config.compare_with={str(path)!r}: not a worlds.json of `msm run` over "
+                      f"worlds ({type(e).__name__}: {e})") from e
+  missing = [s for s in exp.world_seeds if int(s) not in have]
+  if missing:
+    raise ConfigError(f"config.compare_with={str(path)!r} has no rows for world seeds {missing}: "
+                      "a paired comparison needs the same worlds")
+  return [have[int(s)] for s in exp.world_seeds]
+
+
+def paired(rows: list[dict], base_rows: list[dict], path: str) -> dict:
+  """Each world's gap after AFT minus the baseline recipe's on the same world, and the mean
+  difference with a Student-t interval over worlds."""
+  for r, b in zip(rows, base_rows):
+    if (r["world"], list(r["compare"])) != (b["world"], list(b["compare"])):
+      raise ConfigError(f"config.compare_with={path!r}: world seed {r['world_seed']} is "
+                        f"{b['world']} {b['compare']} there and {r['world']} {r['compare']} "
+                        "here: not the same world (was the generator changed?)")
+  diffs = [r["after"] - b["after"] for r, b in zip(rows, base_rows)]
+  t = t_interval(diffs)
+  return {"path": path, "per_world": [
+              {"world_seed": r["world_seed"], "world": r["world"], "after": r["after"],
+               "baseline": b["after"], "difference": d}
+              for r, b, d in zip(rows, base_rows, diffs)],
+          "mean_difference": t["value"], "ci": [t["ci_low"], t["ci_high"]],
+          "higher": int(sum(d > 0 for d in diffs)), "worlds": len(diffs)}
+
+
+def paired_markdown(cmp: dict) -> str:
+  md = ["", f"Against `{cmp['path']}` (the same worlds, another recipe):", "",
+        "| world | gap after AFT | baseline | difference |", "|---|---|---|---|"]
+  md += [f"| {w['world']} | {_f(w['after'])} | {_f(w['baseline'])} | {_f(w['difference'])} |"
+         for w in cmp["per_world"]]
+  md += ["", f"Mean difference {_f(cmp['mean_difference'])}, 95% t-interval over worlds "
+         f"[{_f(cmp['ci'][0])}, {_f(cmp['ci'][1])}]; higher in {cmp['higher']} of "
+         f"{cmp['worlds']} worlds."]
+  return "\n".join(md)
+
+
 def run_worlds(exp, workdir: Path) -> dict:
   """Run the experiment on every world of `exp.world_seeds`; write worlds.json and worlds.md."""
   from msm_jax.experiment.report import run_experiment
@@ -168,6 +220,7 @@ def run_worlds(exp, workdir: Path) -> dict:
   jobs = exp.get("world_jobs", 1)
   if not isinstance(jobs, int) or jobs < 1:
     raise ConfigError(f"config.world_jobs={jobs!r}: the number of worlds run at once, 1 or more")
+  base_rows = load_baseline(exp)  # before any work: a bad path fails now, not after hours
   if jobs > 1 and len(exp.world_seeds) > 1:
     run_parallel(exp, workdir)
   rows = []
@@ -177,6 +230,9 @@ def run_worlds(exp, workdir: Path) -> dict:
   dist = distribution(rows, exp.checks)
   out = {"rows": rows, "distribution": dist, "checks": dist["checks"],
          "markdown": markdown(rows, dist, exp)}
+  if base_rows is not None:  # checked after training: the stages stay cached either way
+    out["compare_with"] = paired(rows, base_rows, str(exp.compare_with))
+    out["markdown"] += "\n" + paired_markdown(out["compare_with"])
   atomic_write_text(workdir / "worlds.json", json.dumps(out, indent=1))
   atomic_write_text(workdir / "worlds.md", out["markdown"] + "\n")
   print(out["markdown"])
