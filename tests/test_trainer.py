@@ -54,8 +54,10 @@ def train_args(workdir, steps, every):
 
 def test_resume_after_sigkill_continues_exactly(tmp_path):
   n = 100
-  straight = msm(*train_args(tmp_path / "straight", 2 * n, n))
-  killed = msm(*train_args(tmp_path / "killed", 2 * n, n))
+  # every compiled program kept on disk, so the resumed run takes its programs from the cache
+  xla = {"MSM_XLA_CACHE": str(tmp_path / "xla"), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+  straight = msm(*train_args(tmp_path / "straight", 2 * n, n), env=xla)
+  killed = msm(*train_args(tmp_path / "killed", 2 * n, n), env=xla)
   ckpt_n = tmp_path / "killed" / "checkpoints" / str(n)
   deadline = time.time() + 300
   while not ckpt_n.exists() and killed.poll() is None and time.time() < deadline:
@@ -64,9 +66,11 @@ def test_resume_after_sigkill_continues_exactly(tmp_path):
   killed.wait()
   assert ckpt_n.exists(), killed.stdout.read()
   assert not (tmp_path / "killed" / "checkpoints" / str(2 * n)).exists(), "killed too late"
-  resumed = msm(*train_args(tmp_path / "killed", 2 * n, n))
-  assert resumed.wait() == 0, resumed.stdout.read()
   assert straight.wait() == 0, straight.stdout.read()
+  cached = set((tmp_path / "xla").iterdir())
+  assert any("train" in p.name or "step" in p.name for p in cached), sorted(cached)
+  resumed = msm(*train_args(tmp_path / "killed", 2 * n, n), env=xla)
+  assert resumed.wait() == 0, resumed.stdout.read()
   a, b = losses(tmp_path / "straight"), losses(tmp_path / "killed")
   assert sorted(b) == list(range(1, 2 * n + 1))
   assert [a[s] for s in range(n + 1, 2 * n + 1)] == [b[s] for s in range(n + 1, 2 * n + 1)]
@@ -187,3 +191,16 @@ def test_msm_asks_xla_gpu_for_deterministic_kernels_unless_told_otherwise():
                                             "--xla_gpu_deterministic_ops=true"]
   env = {"XLA_FLAGS": "--xla_gpu_deterministic_ops=false"}  # the user's choice stands
   assert deterministic_gpu(env) == "--xla_gpu_deterministic_ops=false"
+
+
+def test_msm_keeps_compiled_programs_on_disk_where_told(tmp_path):
+  from msm_jax.cli import compilation_cache
+  env = {"XDG_CACHE_HOME": str(tmp_path)}
+  assert compilation_cache(env) == str(tmp_path / "msm-jax" / "xla")
+  assert env["JAX_COMPILATION_CACHE_MAX_SIZE"] == str(4 << 30)
+  env = {"JAX_COMPILATION_CACHE_DIR": "/elsewhere"}  # JAX's own variable is respected
+  assert compilation_cache(env) == "/elsewhere"
+  env = {"MSM_XLA_CACHE": str(tmp_path / "c"), "JAX_COMPILATION_CACHE_DIR": "/elsewhere"}
+  assert compilation_cache(env) == str(tmp_path / "c")
+  env = {"MSM_XLA_CACHE": "off"}
+  assert compilation_cache(env) is None and "JAX_COMPILATION_CACHE_DIR" not in env
