@@ -123,3 +123,12 @@ def test_worlds_sweep_refuses_named_spec_values_before_writing_anything(tmp_path
   with pytest.raises(ConfigError, match=r"config\.spec_values=.*leave spec_values empty"):
     run_worlds(c, tmp_path)
   assert list(tmp_path.iterdir()) == []
+
+
+def test_every_experiment_config_loads_and_tuning_worlds_never_include_report_worlds():
+  from msm_jax.experiment.config import load_experiment
+  from tests.helpers import REPO
+  loaded = {p.stem: load_experiment(p) for p in sorted((REPO / "configs/experiments").glob("*.py"))}
+  report, tuning = set(loaded["worlds"].world_seeds), set(loaded["worlds_tuning"].world_seeds)
+  assert report == set(range(1, 9)) and len(tuning) == 30 and not report & tuning
+  assert loaded["worlds_tuning"].world_jobs > 1 and not loaded["worlds_tuning"].compare_with
