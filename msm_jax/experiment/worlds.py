@@ -15,8 +15,14 @@ each spec moves the assistant its own way against the midtraining control by `ch
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import copy
 import json
+import multiprocessing
+import os
+import sys
+import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -117,11 +123,6 @@ def one_world(exp, workdir: Path, seed: int):
 def _world_job(exp, workdir: Path, seed: int) -> tuple[float, str]:
   """One world's experiment in a worker process of its own, every byte of its output (XLA's
   included) in <workdir>/world-<seed>/log.txt; returns (seconds, "" or the error's first line)."""
-  import os
-  import sys
-  import time
-  import traceback
-
   from msm_jax.experiment.report import run_experiment
   t = time.perf_counter()
   wd = workdir / f"world-{seed}"
@@ -142,9 +143,6 @@ def run_parallel(exp, workdir: Path) -> None:
   """Train and evaluate `exp.world_jobs` worlds at once, each in a fresh process (spawned, so
   each has its own JAX runtime; on a GPU they share it without preallocating). Stages are cached
   as in any `msm run`, so the table is then read back in this process without training."""
-  import concurrent.futures as cf
-  import multiprocessing
-  import os
   os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # several runtimes, one GPU
   failed = {}
   with cf.ProcessPoolExecutor(int(exp.world_jobs), multiprocessing.get_context("spawn"),
