@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -52,6 +53,28 @@ def _atomic_write_uri(path, data: bytes) -> None:
     if tmp.exists():
       tmp.unlink()
     raise
+
+
+def link_tree(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+  """A finished directory `src` at `dst`, its files hard-linked where the file system allows
+  (copied where not): built under a temporary name and renamed, so `dst` is whole or absent;
+  a partial `dst` is replaced. Safe only for files never changed in place (atomic writes
+  replace them), like finished runs."""
+  def link(a, b):
+    try:
+      os.link(a, b)
+    except OSError:
+      shutil.copy2(a, b)
+
+  src, dst = Path(src), Path(dst)
+  tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.tmp")
+  try:
+    shutil.copytree(src, tmp, copy_function=link)
+    if dst.exists():
+      shutil.rmtree(dst)
+    os.replace(tmp, dst)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -11,6 +11,7 @@ import shutil
 
 import pytest
 
+from msm_jax.config import ConfigError
 from msm_jax.experiment import (Condition, experiment_config, load_experiment, run_experiment,
                                 run_key, stage_config)
 from msm_jax.experiment.orchestrate import REPO
@@ -91,6 +92,33 @@ def test_spec_variants_and_aft_sweep_reuse_the_shared_stages(first_run, tmp_path
   assert variants["bare_rules"]["per_seed"] == {0: 0.0}
   assert "| bare_rules | " in both["markdown"] and "t-interval over seeds | per seed |" in (
       both["markdown"])
+
+
+def test_a_candidate_recipe_reuses_the_baselines_finished_stages(first_run, tmp_path):
+  baseline, _ = first_run
+  c = micro_config()
+  c.midtrain.learning_rate *= 3  # a midtraining candidate: base and AFT alone are unchanged
+  c.reuse_from = str(baseline)
+  cand = tmp_path / "cand"
+  summary = run_experiment(c, cand)
+  assert trained(summary) == ["MSM-control-s0", "MSM-control+AFT-s0", "MSM-america-s0",
+                              "MSM-america+AFT-s0"]
+  assert [t["label"] for t in summary["timings"] if t.get("reused")] == ["base-s0", "AFT-s0"]
+  rows, before = ({r["condition"]: r for r in json.loads((d / "results.json").read_text())["rows"]}
+                  for d in (cand, baseline))
+  for name in ("base", "AFT"):  # the very runs: the same numbers
+    assert rows[name] == before[name]
+  base = next((cand / "runs").glob("base-s0-*"))
+  same = [f for f in base.rglob("*") if f.is_file()]
+  assert same and all(f.stat().st_ino == (baseline / "runs" / base.name / f.relative_to(base))
+                      .stat().st_ino for f in same)  # hard links, not copies
+  assert not list((cand / "runs").glob(".*tmp"))  # no half-linked run left behind
+  c.reuse_from = ""  # the candidate's workdir stands on its own afterwards
+  assert trained(run_experiment(c, cand)) == []
+  c.reuse_from = str(tmp_path / "nowhere")
+  with pytest.raises(ConfigError, match=r"config\.reuse_from=.*nowhere.*not a directory"):
+    run_experiment(c, tmp_path / "other")
+  assert not (tmp_path / "other").exists()
 
 
 def test_stage_keys_follow_content(tmp_path):

@@ -71,6 +71,14 @@ def test_worlds_sweep_runs_each_world_on_its_own_and_reruns_cached(tmp_path, cap
   cmp = again["compare_with"]
   assert [w["difference"] for w in cmp["per_world"]] == [0.0, 0.0]
   assert cmp["mean_difference"] == 0.0 and cmp["higher"] == 0
+  c.midtrain.learning_rate *= 3  # a midtraining candidate on the same worlds, paired
+  c.reuse_from = str(tmp_path)  # with each world's base model and AFT alone taken from there
+  cand = run_worlds(c, tmp_path / "cand")
+  out_text = capsys.readouterr().out
+  for s in (3, 4):
+    assert f"reuse base-s0: {tmp_path}/world-{s}/runs/base-s0-" in out_text
+  assert "train base-s0" not in out_text and "train MSM-" in out_text
+  assert [w["baseline"] for w in cand["compare_with"]["per_world"]] == gaps
 
 
 def _row(seed, after, world=None, compare=("a", "b")):
@@ -108,6 +116,14 @@ def test_a_bad_baseline_fails_before_any_work(tmp_path, content, match):
   with pytest.raises(ConfigError, match=match):
     run_worlds(c, work)
   assert not work.exists()
+
+
+def test_worlds_sweep_refuses_a_missing_reuse_dir_before_any_work(tmp_path):
+  c = micro_config()
+  c.spec_values, c.world_seeds, c.reuse_from = (), (3,), str(tmp_path / "nowhere")
+  with pytest.raises(ConfigError, match=r"config\.reuse_from=.*nowhere.*not a directory"):
+    run_worlds(c, tmp_path / "w")
+  assert not (tmp_path / "w").exists()
 
 
 def test_worlds_sweep_refuses_a_bad_job_count(tmp_path):

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from msm_io import paths
-from msm_io.files import atomic_write_json, file_sha256, read_json, read_jsonl
+from msm_io.files import atomic_write_json, file_sha256, link_tree, read_json, read_jsonl
 from msm_jax import metrics
 from msm_jax.eval import Evaluator
 from msm_jax.trainer import train
@@ -80,3 +80,26 @@ def test_train_resume_and_evaluate_on_a_gs_workdir(bucket):
   remote = Evaluator.from_checkpoint("gs://bucket/run").score(["The assistant"], [" values"])
   local = Evaluator.from_checkpoint(run).score(["The assistant"], [" values"])
   assert remote[0].logprob_sum == local[0].logprob_sum  # the same step-3 checkpoint
+
+
+def test_link_tree_links_whole_runs_and_copies_where_links_fail(tmp_path, monkeypatch):
+  src = tmp_path / "src"
+  (src / "ckpt").mkdir(parents=True)
+  (src / "done.json").write_text("{}")
+  (src / "ckpt" / "w.bin").write_bytes(b"abc")
+  dst = tmp_path / "dst"
+  (dst / "ckpt").mkdir(parents=True)
+  (dst / "ckpt" / "partial.bin").write_bytes(b"x")  # an interrupted run of the same stage
+  link_tree(src, dst)
+  assert sorted(str(p.relative_to(dst)) for p in dst.rglob("*")) == ["ckpt", "ckpt/w.bin",
+                                                                     "done.json"]
+  assert (dst / "ckpt" / "w.bin").stat().st_ino == (src / "ckpt" / "w.bin").stat().st_ino
+
+  def no_links(a, b):  # another file system
+    raise OSError(18, "Invalid cross-device link")
+  monkeypatch.setattr("os.link", no_links)
+  link_tree(src, tmp_path / "copied")
+  copied = tmp_path / "copied" / "ckpt" / "w.bin"
+  assert copied.read_bytes() == b"abc"
+  assert copied.stat().st_ino != (src / "ckpt" / "w.bin").stat().st_ino
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["copied", "dst", "src"]  # no tmp left

@@ -4,9 +4,10 @@
   msm run --config configs/experiments/worlds.py --config.world_seeds='(1,2)'  # a quicker look
   msm run --config configs/experiments/worlds.py --config.world_jobs=8  # 8 worlds at once (a GPU)
   msm run --config configs/experiments/worlds.py --workdir runs/candidate <recipe overrides> \
+      --config.reuse_from=runs/experiments/worlds \
       --config.compare_with=runs/experiments/worlds/worlds.json  # paired against the default
 
-Worlds 1-8 are the report set: no recipe choice was made on them (choices are made on world
+Worlds 1-8 are the report set (1-24 were run once on a GPU): no recipe choice was made on them (choices are made on world
 seeds 1000 and up, see docs/experiment.md). One row per world and the distribution over worlds
 (median and quartiles of the gap after AFT, the share of worlds passing) go to
 runs/experiments/worlds/worlds.{json,md}. About 17 minutes a world on 2 cores; on one H200

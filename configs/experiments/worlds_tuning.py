@@ -3,14 +3,17 @@
   msm run --config configs/experiments/worlds_tuning.py                      # the default recipe
   msm run --config configs/experiments/worlds_tuning.py --workdir runs/experiments/cand \
       <the candidate's overrides> \
+      --config.reuse_from=runs/experiments/worlds-tuning \
       --config.compare_with=runs/experiments/worlds-tuning/worlds.json       # paired against it
 
 One run of one world moves by about 0.15 in its gap between reruns, so a recipe change of 0.10
 needs about 30 paired world runs to tell from noise (docs/experiment.md, "One world's gap is a
-noisy draw"). Choices are made here and never on the report worlds 1-8
-(configs/experiments/worlds.py). Sized for one GPU: 14 worlds at once took about 6 minutes on
-an H200, so about 15 minutes a recipe; on 2 CPU cores about 9 hours (set world_jobs=1).
-"""
+noisy draw"). Choices are made here and never on the report worlds (world seeds below 1000,
+configs/experiments/worlds.py). `reuse_from` takes every stage the candidate does not change
+(the base models, AFT alone) from the default's runs, so the pair shares each world's base
+model and a midtraining candidate costs about half a world run. On one H200 31 worlds at once
+took 3.5 minutes, and 10 worlds x 3 midtraining recipes sharing their bases under 3 minutes; on
+2 CPU cores a world takes 17-21 minutes (set world_jobs=1)."""
 
 from msm_jax.experiment import experiment_config
 

@@ -29,6 +29,11 @@ def experiment_config() -> ml_collections.ConfigDict:
   # difference in the gap after AFT and a paired t-interval over worlds ("" = none). One run per
   # world moves by about 0.15 between reruns, so recipes are compared over many worlds, paired.
   c.compare_with = ""
+  # Another experiment's workdir (over worlds: its root, holding world-<N>/): a stage whose key
+  # (config, data, parent) matches a finished run there is taken from it (hard links, or a copy
+  # across file systems) instead of trained, so a candidate recipe that changes only midtraining
+  # reuses the baseline's base models and AFT alone ("" = train everything here).
+  c.reuse_from = ""
   # An imported model's run dir (`msm import-hf --out`): MSM and AFT start from it instead of a
   # base pretrained on the world; its model shape, tokenizer and chat template are used (only
   # the execution keys of `model` below apply). "" = pretrain a base on the world.

@@ -24,7 +24,7 @@ from data_pipelines.worlds import Sizes, WorldData
 from msm_jax import config as config_lib
 from msm_jax.model_config import EXECUTION_KEYS, ModelConfig
 from msm_jax.experiment.conditions import BASE, Condition, main_conditions, sweep_conditions
-from msm_io.files import atomic_write_text, file_sha256, read_jsonl
+from msm_io.files import atomic_write_text, file_sha256, link_tree, read_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 STAGE_BLOCKS = {"pretrain": "pretrain", "midtrain": "midtrain", "finetune": "finetune"}
@@ -141,6 +141,7 @@ class Experiment:
   def __init__(self, exp, workdir):
     self.exp, self.root = exp, Path(workdir)
     self.timings: list[dict] = []
+    self.reuse = self._reuse_dir(exp)  # checked before anything is written
     t = time.perf_counter()
     world = Path(exp.world)
     if not world.is_file() and (REPO / world).is_file():
@@ -164,6 +165,21 @@ class Experiment:
       self.paths["control"] = {s: self.data.msm_control(s) for s in exp.seeds}
     self._time("data", "build", t)
     self._runs: dict[Condition, tuple[str, Path]] = {}
+
+  @staticmethod
+  def _reuse_dir(exp) -> Path | None:
+    """`<exp.reuse_from>/runs`, only read from (its finished runs are linked into this
+    workdir)."""
+    if not exp.get("reuse_from"):
+      return None
+    path = Path(exp.reuse_from)
+    if not path.is_dir():
+      raise config_lib.ConfigError(f"config.reuse_from={str(path)!r}: not a directory (the "
+                                   "workdir of an earlier `msm run` whose runs may be reused)")
+    if jax.process_count() > 1:
+      raise config_lib.ConfigError("config.reuse_from: reusing runs is for one process; in a "
+                                   "multi-host job copy the runs into the workdir instead")
+    return path / "runs"
 
   @property
   def conditions(self) -> list[Condition]:
@@ -206,6 +222,14 @@ class Experiment:
       run = next((r for r in sorted((self.root / "runs").glob(f"*-{key}"))
                   if (r / "done.json").exists()), run)
     done = run / "done.json"
+    src = next((r for r in sorted(self.reuse.glob(f"*-{key}")) if (r / "done.json").exists()),
+               None) if self.reuse and not done.exists() and self.reuse.is_dir() else None
+    if src:  # the same stage, finished in another experiment: content-addressed, so reuse it
+      t = time.perf_counter()
+      link_tree(src, run)
+      print(f"[msm run] reuse {label}: {src} -> {run}", flush=True)
+      self._time("train", label, t, cached=True, reused=str(src))
+      return key, run
     if done.exists():
       self._time("train", label, time.perf_counter(), cached=True)
       return key, run

@@ -117,6 +117,9 @@ def one_world(exp, workdir: Path, seed: int):
   one.world_seeds = ()
   one.world_jobs = 1
   one.world = str(world_file(workdir, seed))
+  if exp.get("reuse_from"):  # that world's runs in the other sweep, where it ran this world
+    other = Path(exp.reuse_from) / f"world-{seed}"
+    one.reuse_from = str(other) if other.is_dir() else ""
   return one
 
 
@@ -219,6 +222,9 @@ def run_worlds(exp, workdir: Path) -> dict:
   if not isinstance(jobs, int) or jobs < 1:
     raise ConfigError(f"config.world_jobs={jobs!r}: the number of worlds run at once, 1 or more")
   base_rows = load_baseline(exp)  # before any work: a bad path fails now, not after hours
+  if exp.get("reuse_from") and not Path(exp.reuse_from).is_dir():
+    raise ConfigError(f"config.reuse_from={str(exp.reuse_from)!r}: not a directory (the workdir "
+                      "of an earlier `msm run` over worlds, holding world-<N>/)")
   if jobs > 1 and len(exp.world_seeds) > 1:
     run_parallel(exp, workdir)
   rows = []
