@@ -13,7 +13,8 @@ configs/experiments/worlds.py). `reuse_from` takes every stage the candidate doe
 (the base models, AFT alone) from the default's runs, so the pair shares each world's base
 model and a midtraining candidate costs about half a world run. On one H200 31 worlds at once
 took 3.5 minutes, and 10 worlds x 3 midtraining recipes sharing their bases under 3 minutes; on
-2 CPU cores a world takes 17-21 minutes (set world_jobs=1)."""
+2 CPU cores a world takes 15-21 minutes and a midtraining candidate reusing it 7 (set
+world_jobs=1)."""
 
 from msm_jax.experiment import experiment_config
 
