@@ -135,13 +135,34 @@ def run_key(exp, paths: dict, cond: Condition) -> str:
   return stage_key(cfg, run_key(exp, paths, parent) if parent else "")
 
 
+def finished_run(runs: Path, key: str) -> Path | None:
+  """A finished run of the stage `key` under `runs` (any label), or None."""
+  return next((r for r in sorted(runs.glob(f"*-{key}")) if (r / "done.json").exists()), None)
+
+
+def reuse_runs(exp) -> Path | None:
+  """`<exp.reuse_from>/runs`, checked; only read from (its finished runs are linked into the
+  workdir). Over worlds `reuse_from` is the other sweep's root and each world reads its own."""
+  if not exp.get("reuse_from"):
+    return None
+  path = Path(exp.reuse_from)
+  if not path.is_dir():
+    raise config_lib.ConfigError(f"config.reuse_from={str(path)!r}: not a directory (the workdir "
+                                 "of an earlier `msm run`; over worlds, its root holding "
+                                 "world-<N>/)")
+  if jax.process_count() > 1:
+    raise config_lib.ConfigError("config.reuse_from: reusing runs is for one process; in a "
+                                 "multi-host job copy the runs into the workdir instead")
+  return path / "runs"
+
+
 class Experiment:
   """One experiment directory: its data, its stage runs, their evals, and what this call did."""
 
   def __init__(self, exp, workdir):
     self.exp, self.root = exp, Path(workdir)
     self.timings: list[dict] = []
-    self.reuse = self._reuse_dir(exp)  # checked before anything is written
+    self.reuse = reuse_runs(exp)  # checked before anything is written
     t = time.perf_counter()
     world = Path(exp.world)
     if not world.is_file() and (REPO / world).is_file():
@@ -165,21 +186,6 @@ class Experiment:
       self.paths["control"] = {s: self.data.msm_control(s) for s in exp.seeds}
     self._time("data", "build", t)
     self._runs: dict[Condition, tuple[str, Path]] = {}
-
-  @staticmethod
-  def _reuse_dir(exp) -> Path | None:
-    """`<exp.reuse_from>/runs`, only read from (its finished runs are linked into this
-    workdir)."""
-    if not exp.get("reuse_from"):
-      return None
-    path = Path(exp.reuse_from)
-    if not path.is_dir():
-      raise config_lib.ConfigError(f"config.reuse_from={str(path)!r}: not a directory (the "
-                                   "workdir of an earlier `msm run` whose runs may be reused)")
-    if jax.process_count() > 1:
-      raise config_lib.ConfigError("config.reuse_from: reusing runs is for one process; in a "
-                                   "multi-host job copy the runs into the workdir instead")
-    return path / "runs"
 
   @property
   def conditions(self) -> list[Condition]:
@@ -219,11 +225,9 @@ class Experiment:
     run = self.root / "runs" / f"{run_dirname(label)}-{key}"
     if not (run / "done.json").exists():  # the same stage under another label (a sweep point
       # equal to the default AFT budget): content-addressed, so reuse it
-      run = next((r for r in sorted((self.root / "runs").glob(f"*-{key}"))
-                  if (r / "done.json").exists()), run)
+      run = finished_run(self.root / "runs", key) or run
     done = run / "done.json"
-    src = next((r for r in sorted(self.reuse.glob(f"*-{key}")) if (r / "done.json").exists()),
-               None) if self.reuse and not done.exists() and self.reuse.is_dir() else None
+    src = finished_run(self.reuse, key) if self.reuse and not done.exists() else None
     if src:  # the same stage, finished in another experiment: content-addressed, so reuse it
       t = time.perf_counter()
       link_tree(src, run)

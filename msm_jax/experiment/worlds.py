@@ -32,6 +32,7 @@ from msm_io.files import atomic_write_text
 from msm_io.errors import UserError
 from msm_jax.config import ConfigError
 from msm_jax.eval.stats import t_interval
+from msm_jax.experiment.orchestrate import reuse_runs
 
 MEASURES = ("after", "before", "interaction", "after_novel")
 
@@ -222,9 +223,7 @@ def run_worlds(exp, workdir: Path) -> dict:
   if not isinstance(jobs, int) or jobs < 1:
     raise ConfigError(f"config.world_jobs={jobs!r}: the number of worlds run at once, 1 or more")
   base_rows = load_baseline(exp)  # before any work: a bad path fails now, not after hours
-  if exp.get("reuse_from") and not Path(exp.reuse_from).is_dir():
-    raise ConfigError(f"config.reuse_from={str(exp.reuse_from)!r}: not a directory (the workdir "
-                      "of an earlier `msm run` over worlds, holding world-<N>/)")
+  reuse_runs(exp)
   if jobs > 1 and len(exp.world_seeds) > 1:
     run_parallel(exp, workdir)
   rows = []
